@@ -1,0 +1,37 @@
+"""Shared test fixtures.
+
+The golden reference data made with the real mmrotate stack lives in ``../shared/golden``
+beside the checkout (or wherever ``QGIS_UNRAVEL_GOLDEN`` points). Outside CI a missing folder
+skips the parity tests with a clear reason; in CI (``CI=true``) it is an error, so parity can
+never pass silently by being skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _golden_path() -> Path:
+    env = os.environ.get("QGIS_UNRAVEL_GOLDEN")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    path = _golden_path()
+    if not (path / "README.md").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"golden reference data not found at {path}")
+        pytest.skip(f"golden reference data not found at {path} (set QGIS_UNRAVEL_GOLDEN)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
