@@ -1,0 +1,78 @@
+"""Build the QGIS plugin zip for "Plugins > Install from ZIP".
+
+The zip holds one top-level folder, ``qgis_unravel/``, which is the Python package plus
+``metadata.txt``, ``resources/`` and the model cards from ``models/`` (never weights: users
+download those, and QGIS's plugin repository refuses large zips).
+
+Usage: python scripts/build_plugin.py [--out DIR]   (prints the zip's path)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = "qgis_unravel"
+MAX_BYTES = 25 * 1024 * 1024
+SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+SKIPPED_SUFFIXES = {".pyc", ".pyo", ".pth", ".pt", ".ckpt", ".part", ".tmp"}
+
+
+def plugin_version() -> str:
+    text = (REPO / "metadata.txt").read_text(encoding="utf-8")
+    match = re.search(r"^version=(\S+)", text, re.M)
+    if not match:
+        raise SystemExit("metadata.txt has no version= line")
+    return match.group(1)
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not (set(path.relative_to(root).parts) & SKIPPED_DIRS):
+            if path.suffix not in SKIPPED_SUFFIXES:
+                yield path
+
+
+def plugin_entries() -> Iterator[tuple[Path, str]]:
+    """(source file, name inside the zip) for everything the plugin needs."""
+    yield REPO / "metadata.txt", f"{PLUGIN_DIR}/metadata.txt"
+    for name in ("LICENSE", "README.md"):
+        if (REPO / name).is_file():
+            yield REPO / name, f"{PLUGIN_DIR}/{name}"
+    for path in _files(REPO / PLUGIN_DIR):
+        yield path, f"{PLUGIN_DIR}/{path.relative_to(REPO / PLUGIN_DIR).as_posix()}"
+    for folder in ("resources", "models"):
+        for path in _files(REPO / folder):
+            yield path, f"{PLUGIN_DIR}/{folder}/{path.relative_to(REPO / folder).as_posix()}"
+
+
+def build(out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"qgis_unravel-{plugin_version()}.zip"
+    partial = target.with_suffix(".zip.part")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for source, name in plugin_entries():
+            archive.write(source, name)
+    size = partial.stat().st_size
+    if size > MAX_BYTES:
+        partial.unlink()
+        raise SystemExit(f"plugin zip would be {size / 1e6:.1f} MB, over the 25 MB limit")
+    partial.replace(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "dist", help="output folder (default: dist/)")
+    args = parser.parse_args(argv)
+    print(build(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
