@@ -1,0 +1,212 @@
+"""Rotated and horizontal NMS with mmcv 1.7.2 / mmrotate 0.3.4 semantics, fast on CPU and CUDA.
+
+mmcv's CPU rotated NMS tests every (kept, later) pair with an exact polygon IoU, which is
+quadratic in practice. Here the greedy walk (``greedy.greedy_keep``) first rejects pairs whose
+bounding boxes do not touch, and, for rotated boxes, pairs whose IoU cannot reach the threshold
+by a cheap upper bound; only the rest get the exact IoU. The kept set is the same.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .boxes import obb_half_extents
+from .greedy import greedy_keep
+from .iou_rotated import rotated_pair_iou
+
+__all__ = ["batched_nms", "batched_nms_rotated", "nms", "nms_rotated"]
+
+_MIN_AREA = 1e-14
+
+
+def _check(boxes: Tensor, scores: Tensor, width: int, what: str) -> None:
+    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != width:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must have shape (N, {width}) as {what}, got {shape}")
+    if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(f"scores must have shape ({boxes.shape[0]},), got {shape}")
+
+
+def _check_idxs(idxs: Tensor, n: int, name: str) -> None:
+    if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != n:
+        shape = tuple(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
+        raise ValueError(f"{name} must have shape ({n},), got {shape}")
+
+
+def _score_order(scores: Tensor) -> Tensor:
+    """Ranks by descending score; ties keep input order (stable)."""
+    return torch.sort(scores, descending=True, stable=True)[1]
+
+
+def _rotated_aabb(boxes: Tensor) -> Tensor:
+    """Slightly padded axis-aligned bounds, so rounding never hides a real overlap."""
+    half_x, half_y = obb_half_extents(boxes)
+    pad = 1e-5 * (half_x + half_y) + 1e-6 * (boxes[:, 0].abs() + boxes[:, 1].abs()) + 1e-6
+    half_x, half_y = half_x + pad, half_y + pad
+    cx, cy = boxes[:, 0], boxes[:, 1]
+    return torch.stack([cx - half_x, cy - half_y, cx + half_x, cy + half_y], dim=-1)
+
+
+def _rotated_test(boxes: Tensor, aabb: Tensor, iou_threshold: float):
+    """Pair test for rotated NMS: mmcv's CPU kernel suppresses when IoU >= threshold."""
+    area = boxes[:, 2] * boxes[:, 3]
+
+    def suppresses(i: Tensor, j: Tensor) -> Tensor:
+        # Upper bound: intersection <= smaller area and <= overlap of the bounding boxes.
+        ox = (torch.minimum(aabb[i, 2], aabb[j, 2]) - torch.maximum(aabb[i, 0], aabb[j, 0])).clamp(min=0)
+        oy = (torch.minimum(aabb[i, 3], aabb[j, 3]) - torch.maximum(aabb[i, 1], aabb[j, 1])).clamp(min=0)
+        a_i, a_j = area[i], area[j]
+        inter_max = torch.minimum(torch.minimum(a_i, a_j), ox * oy)
+        bound = inter_max / (a_i + a_j - inter_max).clamp(min=_MIN_AREA)
+        maybe = (bound * (1 + 1e-4) >= iou_threshold) & (a_i >= _MIN_AREA) & (a_j >= _MIN_AREA)
+        out = torch.zeros_like(maybe)
+        idx = torch.nonzero(maybe, as_tuple=True)[0]
+        if idx.numel():
+            out[idx] = rotated_pair_iou(boxes[i[idx]], boxes[j[idx]]) >= iou_threshold
+        return out
+
+    return suppresses
+
+
+def _same_group(groups: Tensor | None, test):
+    if groups is None:
+        return test
+
+    def suppresses(i: Tensor, j: Tensor) -> Tensor:
+        return test(i, j) & (groups[i] == groups[j])
+
+    return suppresses
+
+
+def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS of rotated boxes, as ``mmcv.ops.nms_rotated(boxes, scores, thr)[1]`` (CPU kernel).
+
+    Boxes are visited by descending score (ties: lower index first); a box is dropped when its
+    rotated IoU with an already kept box is ``>= iou_threshold`` (mmcv's CPU comparison; its CUDA
+    kernel uses ``>``, which differs only for IoUs exactly at the threshold). With a threshold
+    ``<= 0`` every pair qualifies, so only the best box survives.
+
+    Args:
+        boxes: ``(N, 5)`` as ``(cx, cy, w, h, a)``, y down, clockwise-positive angle in radians.
+        scores: ``(N,)``.
+        iou_threshold: IoU at or above which the lower-scored box is suppressed.
+
+    Returns:
+        int64 indices into ``boxes`` of the kept boxes, by descending score.
+    """
+    _check(boxes, scores, 5, "(cx, cy, w, h, a)")
+    return _nms_rotated(boxes, scores, float(iou_threshold), None)
+
+
+def _nms_rotated(boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | None) -> Tensor:
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = _score_order(scores)
+    if thr <= 0 and groups is None:
+        return order[:1]
+    dtype = torch.float64 if boxes.dtype == torch.float64 else torch.float32
+    sorted_boxes = boxes[order].to(dtype)
+    aabb = _rotated_aabb(sorted_boxes)
+    test = _rotated_test(sorted_boxes, aabb, thr)
+    sorted_groups = None if groups is None else groups[order]
+    if thr <= 0:
+        aabb = _whole_plane(aabb)
+    keep = greedy_keep(aabb, _same_group(sorted_groups, test))
+    return order[keep]
+
+
+def _whole_plane(aabb: Tensor) -> Tensor:
+    """Bounds that all touch, for thresholds where even disjoint boxes suppress each other."""
+    big = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=aabb.dtype, device=aabb.device)
+    return big.expand_as(aabb).clone()
+
+
+def batched_nms_rotated(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+    """Per-class rotated NMS, identical to mmrotate 0.3.4's ``multiclass_nms_rotated`` trick.
+
+    mmrotate shifts each box centre by ``label * (max(cx, cy) + max(w, h) + 1)`` so that classes
+    cannot overlap, then runs one ``nms_rotated``. The same shift is applied here (same float
+    rounding), so the kept set is the reference's even in corner cases.
+
+    Returns:
+        int64 indices into ``boxes``, by descending score across all classes.
+    """
+    _check(boxes, scores, 5, "(cx, cy, w, h, a)")
+    _check_idxs(labels, boxes.shape[0], "labels")
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    max_coordinate = boxes[:, :2].max() + boxes[:, 2:4].max()
+    offsets = labels.to(boxes) * (max_coordinate + 1)
+    shifted = boxes.clone()
+    shifted[:, :2] = shifted[:, :2] + offsets[:, None]
+    return _nms_rotated(shifted, scores, float(iou_threshold), None)
+
+
+def _horizontal_test(boxes: Tensor, iou_threshold: float):
+    """Pair test for horizontal NMS: mmcv's kernel (offset 0) suppresses when IoU > threshold."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+    def suppresses(i: Tensor, j: Tensor) -> Tensor:
+        bi, bj = boxes[i], boxes[j]
+        w = (torch.minimum(bi[:, 2], bj[:, 2]) - torch.maximum(bi[:, 0], bj[:, 0])).clamp(min=0)
+        h = (torch.minimum(bi[:, 3], bj[:, 3]) - torch.maximum(bi[:, 1], bj[:, 1])).clamp(min=0)
+        inter = w * h
+        return inter / (area[i] + area[j] - inter) > iou_threshold
+
+    return suppresses
+
+
+def _nms_horizontal(boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | None) -> Tensor:
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = _score_order(scores)
+    sorted_boxes = boxes[order]
+    aabb = sorted_boxes
+    if thr < 0:
+        if groups is None:
+            return order[:1]
+        aabb = _whole_plane(aabb)
+    test = _horizontal_test(sorted_boxes, thr)
+    sorted_groups = None if groups is None else groups[order]
+    keep = greedy_keep(aabb, _same_group(sorted_groups, test))
+    return order[keep]
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS of axis-aligned boxes, as ``mmcv.ops.nms(boxes, scores, thr)[1]`` (offset 0).
+
+    Boxes ``(N, 4)`` as ``(x1, y1, x2, y2)``; areas are ``(x2 - x1) * (y2 - y1)``; a box is dropped
+    when its IoU with a kept box is ``> iou_threshold``. Returns kept indices by descending score.
+    """
+    _check(boxes, scores, 4, "(x1, y1, x2, y2)")
+    return _nms_horizontal(boxes, scores, float(iou_threshold), None)
+
+
+# mmcv's batched_nms switches to one NMS per group at this many boxes.
+_SPLIT_THR = 10000
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """Horizontal NMS per group, as ``mmcv.ops.batched_nms(..., dict(type='nms', iou_threshold))``.
+
+    Like mmcv, boxes are shifted by ``idx * (max coordinate + 1)`` and suppressed when IoU
+    ``> iou_threshold``; from 10000 boxes on mmcv runs each group separately, so groups then never
+    interact even when negative coordinates would let shifted groups overlap. Both paths are
+    reproduced.
+
+    Returns:
+        int64 indices into ``boxes``, by descending score.
+    """
+    _check(boxes, scores, 4, "(x1, y1, x2, y2)")
+    _check_idxs(idxs, boxes.shape[0], "idxs")
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    max_coordinate = boxes.max()
+    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+    shifted = boxes + offsets[:, None]
+    groups = idxs if boxes.shape[0] >= _SPLIT_THR else None
+    return _nms_horizontal(shifted, scores, float(iou_threshold), groups)
