@@ -1,0 +1,176 @@
+"""Oriented R-CNN's second stage: rotated RoIAlign per FPN level, a 2-FC box head, NMS.
+
+Three steps are exposed on their own because the trainer needs them separately:
+``extract`` (features for given RoIs), ``forward`` (raw logits and deltas) and
+``postprocess`` (decode, threshold, multiclass rotated NMS).
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import batched_nms_rotated, roi_align_rotated
+from .coders import DeltaXYWHAOBBoxCoder
+from .config import (
+    RCNN_CODER_STDS,
+    ROI_FINEST_SCALE,
+    ROI_OUTPUT_SIZE,
+    ROI_SAMPLING_RATIO,
+    ROI_STRIDES,
+    RCNNTestConfig,
+)
+
+Detections = Tuple[Tensor, Tensor, Tensor]  # boxes (N, 5), scores (N,), labels (N,)
+
+
+def map_roi_levels(rois: Tensor, num_levels: int, finest_scale: float = ROI_FINEST_SCALE) -> Tensor:
+    """FPN level of each RoI (K, 6): floor(log2(sqrt(w*h)/finest_scale + 1e-6)) in [0, L-1]."""
+    scale = torch.sqrt(rois[:, 3] * rois[:, 4])
+    levels = torch.floor(torch.log2(scale / finest_scale + 1e-6))
+    return levels.clamp(min=0, max=num_levels - 1).long()
+
+
+def rois_from_proposals(proposals: Sequence[Tensor]) -> Tensor:
+    """Stack per-image (N_i, >=5) boxes into (sum N_i, 6) RoIs [image index, cx, cy, w, h, a]."""
+    rois = []
+    for index, boxes in enumerate(proposals):
+        ids = boxes.new_full((boxes.shape[0], 1), float(index))
+        rois.append(torch.cat([ids, boxes[:, :5]], dim=1))
+    return torch.cat(rois, dim=0)
+
+
+class RotatedSingleRoIExtractor(nn.Module):
+    """Pools each RoI from the one FPN level its size maps to (rotated, aligned, clockwise)."""
+
+    def __init__(
+        self,
+        strides: Sequence[int] = ROI_STRIDES,
+        output_size: int = ROI_OUTPUT_SIZE,
+        sampling_ratio: int = ROI_SAMPLING_RATIO,
+        finest_scale: float = ROI_FINEST_SCALE,
+    ) -> None:
+        super().__init__()
+        self.strides = tuple(strides)
+        self.output_size = output_size
+        self.sampling_ratio = sampling_ratio
+        self.finest_scale = finest_scale
+
+    def forward(self, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+        """(K, 6) RoIs in input pixels -> (K, C, 7, 7) features from the first len(strides) maps."""
+        num_levels = len(self.strides)
+        channels = feats[0].shape[1]
+        out = feats[0].new_zeros((rois.shape[0], channels, self.output_size, self.output_size))
+        if rois.shape[0] == 0:
+            return out
+        levels = map_roi_levels(rois, num_levels, self.finest_scale)
+        for level, stride in enumerate(self.strides):
+            inds = torch.nonzero(levels == level).squeeze(1)
+            if inds.numel() == 0:
+                continue
+            out[inds] = roi_align_rotated(
+                feats[level],
+                rois[inds],
+                self.output_size,
+                1.0 / stride,
+                sampling_ratio=self.sampling_ratio,
+                aligned=True,
+                clockwise=True,
+            )
+        return out
+
+
+class RotatedShared2FCBBoxHead(nn.Module):
+    """Flatten, two shared FC + ReLU, then class logits (C+1, last = background) and 5 deltas.
+
+    Box regression is class-agnostic, as in the Oriented R-CNN configs.
+    """
+
+    def __init__(
+        self, in_channels: int, fc_channels: int, num_classes: int, roi_size: int = ROI_OUTPUT_SIZE
+    ) -> None:
+        super().__init__()
+        self.shared_fcs = nn.ModuleList(
+            [nn.Linear(in_channels * roi_size * roi_size, fc_channels), nn.Linear(fc_channels, fc_channels)]
+        )
+        self.fc_cls = nn.Linear(fc_channels, num_classes + 1)
+        self.fc_reg = nn.Linear(fc_channels, 5)
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes, read from ``fc_cls`` so that swapping the classifier updates it."""
+        return self.fc_cls.out_features - 1
+
+    def forward(self, roi_feats: Tensor) -> Tuple[Tensor, Tensor]:
+        x = roi_feats.flatten(1)
+        for fc in self.shared_fcs:
+            x = F.relu(fc(x))
+        return self.fc_cls(x), self.fc_reg(x)
+
+
+class OrientedRoIHead(nn.Module):
+    """RoI extractor + box head + test-time postprocessing (keys ``bbox_head.*``)."""
+
+    def __init__(self, in_channels: int, fc_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.bbox_roi_extractor = RotatedSingleRoIExtractor()
+        self.bbox_head = RotatedShared2FCBBoxHead(in_channels, fc_channels, num_classes)
+        self.bbox_coder = DeltaXYWHAOBBoxCoder(stds=RCNN_CODER_STDS)
+        self.test_cfg = RCNNTestConfig()
+
+    @property
+    def num_classes(self) -> int:
+        return self.bbox_head.num_classes
+
+    def extract(self, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+        """RoI features (K, C, 7, 7) for (K, 6) RoIs [image index, cx, cy, w, h, a]."""
+        return self.bbox_roi_extractor(feats, rois)
+
+    def forward(self, feats: Sequence[Tensor], rois: Tensor) -> Tuple[Tensor, Tensor]:
+        """Raw class logits (K, C+1) and deltas (K, 5) for RoIs of all images at once."""
+        return self.bbox_head(self.extract(feats, rois))
+
+    def postprocess(
+        self,
+        rois: Tensor,
+        cls_score: Tensor,
+        bbox_pred: Tensor,
+        image_sizes: Sequence[Tuple[int, int]],
+    ) -> List[Detections]:
+        """Per image: softmax, decode (centres clamped to the image), threshold, NMS, cut."""
+        boxes = self.bbox_coder.decode(rois[:, 1:], bbox_pred)
+        scores = F.softmax(cls_score, dim=-1)
+        image_ids = rois[:, 0].long()
+        results = []
+        for index, size in enumerate(image_sizes):
+            mask = image_ids == index
+            img_boxes = _clamp_centres(boxes[mask], size)
+            results.append(self._multiclass_nms(img_boxes, scores[mask]))
+        return results
+
+    def _multiclass_nms(self, boxes: Tensor, scores: Tensor) -> Detections:
+        """mmrotate multiclass_nms_rotated with class-agnostic boxes."""
+        cfg = self.test_cfg
+        num_classes = scores.shape[1] - 1
+        fg = scores[:, :num_classes]
+        valid = fg > cfg.score_thr
+        box_idx, labels = torch.nonzero(valid, as_tuple=True)
+        cand_scores = fg[box_idx, labels]
+        cand_boxes = boxes[box_idx]
+        if cand_boxes.shape[0] == 0:
+            return cand_boxes, cand_scores, labels
+        keep = batched_nms_rotated(cand_boxes, cand_scores, labels, cfg.nms_iou)
+        if cfg.max_per_img > 0:
+            keep = keep[: cfg.max_per_img]
+        return cand_boxes[keep], cand_scores[keep], labels[keep]
+
+
+def _clamp_centres(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
+    """The decoder's max_shape step: centres into [0, W-1] x [0, H-1] of the unpadded image."""
+    height, width = size
+    x = boxes[:, 0].clamp(min=0, max=width - 1)
+    y = boxes[:, 1].clamp(min=0, max=height - 1)
+    return torch.cat([x[:, None], y[:, None], boxes[:, 2:]], dim=1)
