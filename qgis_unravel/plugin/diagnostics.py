@@ -1,0 +1,140 @@
+"""A short Markdown report for bug reports: versions, GPUs, the worker and its last error."""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+import threading
+
+from qgis.core import Qgis
+from qgis.PyQt.QtCore import QT_VERSION_STR, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from .. import paths
+from . import runtime
+from .worker_client import WorkerError
+
+
+def plugin_version() -> str:
+    for folder in (paths.PACKAGE_DIR, paths.PACKAGE_DIR.parent):
+        meta = folder / "metadata.txt"
+        if meta.is_file():
+            match = re.search(r"^version=(\S+)", meta.read_text(encoding="utf-8"), re.M)
+            if match:
+                return match.group(1)
+    return "unknown"
+
+
+def model_cache_line() -> str:
+    try:
+        from ..zoo import cache_root
+
+        return str(cache_root())
+    except Exception as exc:  # the zoo must never break the report
+        return f"unknown ({type(exc).__name__}: {exc})"
+
+
+def worker_section(start_worker: bool = True) -> list[str]:
+    """The worker interpreter, what it can import, and (started if asked) its torch/GPU view."""
+    probe = runtime.worker_python()
+    lines = [f"- Worker Python: `{probe.python}`"]
+    if probe.versions:
+        lines.append("- Worker packages: " + ", ".join(f"{k} {v}" for k, v in sorted(probe.versions.items())))
+    if not probe.ok:
+        lines.append(f"- Worker problem: {probe.explain()}")
+        return lines
+    hello = None
+    client = runtime.current_client()
+    if start_worker:
+        try:
+            client = runtime.client()
+            hello = client.start(timeout_s=60)
+        except WorkerError as exc:
+            lines.append(f"- Worker start failed: {exc}")
+    if hello:
+        lines.append(f"- torch {hello.get('torch')}, CUDA build {hello.get('cuda_version')}, "
+                     f"CUDA available: {'yes' if hello.get('cuda') else 'no'}")
+        for device in hello.get("devices", []):
+            lines.append(f"  - GPU {device['index']}: {device['name']}, {device['free_mb']} MiB free")
+        if hello.get("cuda_error"):
+            lines.append(f"- CUDA error: {hello['cuda_error']}")
+    return lines
+
+
+def last_error_section() -> list[str]:
+    client = runtime.current_client()
+    if client is None or not (client.last_error or client.stderr_tail()):
+        return ["- Last worker error: none"]
+    lines = [f"- Last worker error: {client.last_error or 'none'}"]
+    tail = client.stderr_tail(12)
+    if tail:
+        lines += ["", "Worker stderr (last lines):", "", "```", tail, "```"]
+    return lines
+
+
+def build_report(start_worker: bool = True) -> str:
+    lines = [
+        "## qgis-unravel diagnostics", "",
+        f"- Plugin: {plugin_version()} at `{paths.PACKAGE_DIR}`",
+        f"- QGIS: {Qgis.QGIS_VERSION}, Qt {QT_VERSION_STR}",
+        f"- QGIS Python: {sys.version.split()[0]} (`{sys.executable}`)",
+        f"- OS: {platform.platform()}",
+    ]
+    lines += worker_section(start_worker)
+    lines.append(f"- Model cache: `{model_cache_line()}`")
+    lines += last_error_section()
+    return "\n".join(lines) + "\n"
+
+
+class DiagnosticsDialog(QDialog):
+    """Shows the report with Copy and Save buttons.
+
+    The report without the worker's GPU view appears at once; the worker (which imports torch,
+    seconds) is asked in a helper thread and the text is replaced when it answers.
+    """
+
+    reportReady = pyqtSignal(str)  # noqa: N815 (Qt naming)
+
+    def __init__(self, parent=None, start_worker: bool = True):
+        super().__init__(parent)
+        self.setWindowTitle("UnravelNet diagnostics")
+        self.resize(640, 420)
+        self.text = QPlainTextEdit(build_report(start_worker=False))
+        self.text.setReadOnly(True)
+        self.reportReady.connect(self.text.setPlainText)
+        if start_worker and runtime.worker_python().ok:
+            threading.Thread(target=self._full_report, daemon=True).start()
+
+    def _full_report(self) -> None:  # helper thread
+        report = build_report(start_worker=True)
+        try:
+            self.reportReady.emit(report)
+        except RuntimeError:  # the dialog was closed and deleted meanwhile
+            pass
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        copy = QPushButton("Copy")
+        save = QPushButton("Save…")
+        buttons.addButton(copy, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(save, QDialogButtonBox.ButtonRole.ActionRole)
+        copy.clicked.connect(lambda: QApplication.clipboard().setText(self.text.toPlainText()))
+        save.clicked.connect(self.save)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.text)
+        layout.addWidget(buttons)
+
+    def save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save diagnostics", "unravel-diagnostics.md",
+                                              "Markdown (*.md)")
+        if path:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(self.text.toPlainText())

@@ -1,0 +1,1 @@
+"""The Processing provider "UnravelNet" and its algorithm ``unravel:detect``."""

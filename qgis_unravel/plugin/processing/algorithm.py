@@ -1,0 +1,240 @@
+"""Processing algorithm ``unravel:detect``: the dialog's options as parameters, a feature sink out.
+
+The network runs in the same worker process as the dialog's (never torch in QGIS): the worker
+writes a temporary GeoPackage, whose features are then copied into the sink, so every output
+format Processing offers works. Progress and cancel go through ``feedback``; every user mistake
+becomes a QgsProcessingException with a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from qgis.core import (
+    QgsFeatureRequest,
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ... import paths
+from .. import extent as extents
+from .. import raster_source, results, runtime, settings, styling
+from ..jobs import known_classes, temp_dir
+from ..request import DetectRequest, parse_classes
+from ..worker_client import WorkerError
+
+DEVICES = ["auto", "cpu", "cuda"]
+POLYGONS = QgsProcessing.SourceType.TypeVectorPolygon
+_POST_PROCESSORS: list = []  # Processing holds them weakly: keep them alive here
+
+
+class StyleByClass(QgsProcessingLayerPostProcessorInterface):
+    """Give the loaded output the categorized class style (and labels when asked)."""
+
+    def __init__(self, classes: list[str], labels: bool):
+        super().__init__()
+        self.classes = classes
+        self.labels = labels
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS name)
+        if isinstance(layer, QgsVectorLayer):
+            styling.apply_class_style(layer, self.classes)
+            styling.apply_labels(layer, self.labels)
+
+
+class DetectAlgorithm(QgsProcessingAlgorithm):
+    INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
+    TILE, OVERLAP, BATCH, SCORE, IOU = "TILE", "OVERLAP", "BATCH", "SCORE", "IOU"
+    CLASSES, EXTENT, AOI, RESOLUTION, LABELS, OUTPUT = (
+        "CLASSES", "EXTENT", "AOI", "RESOLUTION", "LABELS", "OUTPUT")
+
+    def name(self) -> str:
+        return "detect"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Detect oriented objects"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Detects objects (planes, ships, vehicles, storage tanks…) in a raster layer with an "
+                "UnravelNet or LEGNet Oriented R-CNN and writes one oriented box polygon per object, "
+                "with class, score, angle and size. MODEL is a model card name (see models/) or the "
+                "path of an mmrotate checkpoint. The network runs in a separate Python process "
+                "that must have PyTorch installed.")
+
+    def icon(self) -> QIcon:
+        return QIcon(str(paths.resources_dir() / "icons" / "unravel.svg"))
+
+    def createInstance(self):  # noqa: N802
+        return DetectAlgorithm()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        remembered = settings.load()
+        number = QgsProcessingParameterNumber
+        integer, double = number.Type.Integer, number.Type.Double
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster layer"))
+        self.addParameter(QgsProcessingParameterString(
+            self.MODEL, "Model (card name or checkpoint path)", defaultValue=remembered.model or None))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES,
+                                                     defaultValue=0))
+        self.addParameter(number(self.TILE, "Tile size (pixels)", integer, 1024, False, 64, 8192))
+        self.addParameter(number(self.OVERLAP, "Tile overlap (pixels)", integer, 200, False, 0, 4096))
+        self.addParameter(number(self.BATCH, "Batch size (tiles)", integer, 2, False, 1, 256))
+        self.addParameter(number(self.SCORE, "Score threshold", double, 0.3, False, 0.0, 1.0))
+        self.addParameter(number(self.IOU, "Merge IoU (between tiles)", double, 0.1, False, 0.0, 1.0))
+        self.addParameter(QgsProcessingParameterString(
+            self.CLASSES, "Classes to keep (comma-separated, empty keeps all)", optional=True))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.AOI, "Only inside the polygons of", [POLYGONS], optional=True))
+        self.addParameter(number(
+            self.RESOLUTION, "Resolution for web and other non-file layers (layer units per pixel)",
+            double, None, True, 0.0))
+        self.addParameter(QgsProcessingParameterBoolean(self.LABELS, "Label with class and score", False))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            self.OUTPUT, "Detections", POLYGONS))
+
+    # -- running --------------------------------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if raster is None or not raster.isValid():
+            raise QgsProcessingException("INPUT is not a raster layer QGIS can open")
+        model = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
+        if not model:
+            raise QgsProcessingException("MODEL is empty: give a model card name or a checkpoint path")
+        classes = parse_classes(self.parameterAsString(parameters, self.CLASSES, context) or "")
+        request = DetectRequest(
+            source="", output=os.path.join(temp_dir(), f"processing_{uuid.uuid4().hex[:8]}.gpkg"),
+            model=model, device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            tile=self.parameterAsInt(parameters, self.TILE, context),
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            batch=self.parameterAsInt(parameters, self.BATCH, context),
+            score=self.parameterAsDouble(parameters, self.SCORE, context),
+            iou=self.parameterAsDouble(parameters, self.IOU, context), classes=classes)
+        cleanup = [request.output]
+        try:
+            self._prepare_source(request, raster, parameters, context, feedback, cleanup)
+            result = self._run(request, feedback)
+            dest_id = self._write_sink(result, request, parameters, context, feedback)
+        finally:
+            for path in cleanup:
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(path + suffix):
+                        try:
+                            os.remove(path + suffix)
+                        except OSError:
+                            pass
+        labels = self.parameterAsBool(parameters, self.LABELS, context)
+        self._written = (dest_id, known_classes(model), labels)
+        if context.willLoadLayerOnCompletion(dest_id):
+            processor = StyleByClass(known_classes(model), labels)
+            _POST_PROCESSORS.append(processor)
+            context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
+        return {self.OUTPUT: dest_id}
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802 (QGIS name)
+        """Store the class style in a GeoPackage output, so it opens styled anywhere (qgis_process)."""
+        dest_id, classes, labels = getattr(self, "_written", (None, [], False))
+        path = str(dest_id or "").split("|")[0]
+        if path.lower().endswith(".gpkg") and os.path.isfile(path):
+            layer = QgsVectorLayer(str(dest_id), "detections", "ogr")
+            if layer.isValid():
+                styling.apply_class_style(layer, classes)
+                styling.apply_labels(layer, labels)
+                layer.saveStyleToDatabase("detections", "qgis-unravel: colours by class", True, "")
+        return {}
+
+    def _prepare_source(self, request, raster, parameters, context, feedback, cleanup) -> None:
+        """Fill ``source`` and ``aoi``; export non-file layers to a temporary GeoTIFF."""
+        rect = raster.extent()
+        if parameters.get(self.EXTENT) not in (None, ""):
+            wanted = self.parameterAsExtent(parameters, self.EXTENT, context, raster.crs())
+            try:
+                rect = extents.clip_to_layer(wanted, raster.extent())
+            except extents.ExtentError as exc:
+                raise QgsProcessingException(str(exc)) from exc
+            request.aoi = extents.bbox_text(rect)
+        polygons = self.parameterAsVectorLayer(parameters, self.AOI, context)
+        if polygons is not None:
+            try:
+                path, bounds = extents.polygons_file(polygons, raster.crs(), temp_dir())
+            except extents.ExtentError as exc:
+                raise QgsProcessingException(str(exc)) from exc
+            cleanup.append(path)
+            request.aoi = path
+            rect = rect.intersect(bounds)
+        source = raster_source.file_path(raster)
+        if source is not None:
+            request.source = source
+            return
+        resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context)
+        if not resolution:
+            raise QgsProcessingException(
+                f"{raster.name()} is not a local file: set RESOLUTION (layer units per pixel) and "
+                "an EXTENT so it can be fetched first")
+        try:
+            spec = raster_source.export_spec(raster, rect, resolution)
+            feedback.pushInfo(f"Fetching {raster.name()} as {spec.width} x {spec.height} pixels…")
+            request.source = spec.write(temp_dir(), feedback)
+        except raster_source.SourceError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        cleanup.append(request.source)
+        if request.aoi and not os.path.isfile(request.aoi):
+            request.aoi = None  # the export already covers exactly the extent
+
+    def _run(self, request: DetectRequest, feedback) -> dict:
+        def on_event(message: dict) -> None:
+            if message.get("type") == "progress" and message.get("total"):
+                feedback.setProgress(100.0 * message["done"] / message["total"])
+            elif message.get("type") in ("warning", "log"):
+                feedback.pushInfo(str(message.get("message")))
+
+        try:
+            client = runtime.client()
+            feedback.pushInfo(f"Worker Python: {client.python}")
+            result = client.run(request.to_args(), on_event, feedback.isCanceled)
+        except WorkerError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        finally:
+            if not runtime.keep_warm():
+                runtime.shutdown()
+        if result.get("partial"):
+            feedback.pushWarning("Cancelled: the output holds only what was found before the cancel.")
+        return result
+
+    def _write_sink(self, result: dict, request: DetectRequest, parameters, context, feedback) -> str:
+        try:
+            found = results.open_output(str(result["output"]), str(result.get("layer") or "detections"),
+                                        "detections")
+        except results.ResultError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, found.fields(),
+                                             found.wkbType(), found.crs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        query = QgsFeatureRequest()
+        if request.classes:
+            query.setFilterExpression(results.class_filter_expression(request.classes))
+        count = 0
+        for feature in found.getFeatures(query):
+            if feedback.isCanceled():
+                break
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
+            count += 1
+        sink.flushBuffer()
+        del sink  # closes the file before postProcessAlgorithm styles it
+        feedback.pushInfo(f"{count} objects written.")
+        return dest_id

@@ -1,0 +1,75 @@
+"""The Diagnostics report: what a user pastes into a bug report."""
+
+from __future__ import annotations
+
+import pytest
+from qgis.core import Qgis, QgsSettings
+
+from qgis_unravel.plugin import diagnostics, interpreter, runtime
+from qgis_unravel.plugin.worker_client import WorkerClient
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture
+def no_torch_python():
+    QgsSettings().setValue("qgis_unravel/worker_python", SYSTEM_PYTHON)
+    interpreter.clear_cache()
+    yield
+    QgsSettings().remove("qgis_unravel/worker_python")
+    interpreter.clear_cache()
+
+
+def test_report_names_versions_worker_and_cache(no_torch_python):
+    report = diagnostics.build_report(start_worker=False)
+    assert report.startswith("## qgis-unravel diagnostics")
+    assert f"QGIS: {Qgis.QGIS_VERSION}" in report
+    assert "QGIS Python: 3." in report
+    assert f"Worker Python: `{SYSTEM_PYTHON}`" in report
+    assert f'"{SYSTEM_PYTHON}" -m pip install torch' in report
+    assert "Model cache: `" in report and "unknown" not in report.split("Model cache:")[1].splitlines()[0]
+    assert "Plugin: 0." in report
+
+
+def test_report_includes_last_worker_error(monkeypatch, no_torch_python):
+    client = WorkerClient(SYSTEM_PYTHON)
+    client.last_error = "The UnravelNet worker process was killed (signal 9)."
+    client._stderr.append("RuntimeError: CUDA error: an illegal memory access")
+    monkeypatch.setattr(runtime, "_client", client)
+    report = diagnostics.build_report(start_worker=False)
+    assert "Last worker error: The UnravelNet worker process was killed" in report
+    assert "CUDA error: an illegal memory access" in report
+
+
+def test_dialog_shows_the_report(no_torch_python):
+    dialog = diagnostics.DiagnosticsDialog(start_worker=False)
+    try:
+        assert "qgis-unravel diagnostics" in dialog.text.toPlainText()
+        assert dialog.text.isReadOnly()
+    finally:
+        dialog.deleteLater()
+
+
+def test_dialog_adds_the_workers_torch_view_when_it_answers(qgis_app):
+    import time
+    from pathlib import Path
+
+    from qgis.core import QgsApplication
+
+    venv = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
+    if not venv.is_file():
+        pytest.skip("needs the project venv (torch)")
+    QgsSettings().setValue("qgis_unravel/worker_python", str(venv))
+    interpreter.clear_cache()
+    dialog = diagnostics.DiagnosticsDialog(start_worker=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "CUDA available" not in dialog.text.toPlainText() and time.monotonic() < deadline:
+            QgsApplication.processEvents()
+            time.sleep(0.05)
+        text = dialog.text.toPlainText()
+        assert "- torch 2." in text and "CUDA available: " in text
+    finally:
+        dialog.deleteLater()
+        QgsSettings().remove("qgis_unravel/worker_python")
+        interpreter.clear_cache()
