@@ -1,0 +1,119 @@
+"""Opening a raster with rasterio and describing it: size, bands, georeferencing.
+
+Every way a file can be unusable (missing, not a raster, too small, no usable bands)
+becomes a ``UserError`` with one clear line, so the CLI never shows a traceback for them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple
+
+import rasterio
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.transform import Affine
+
+from .errors import UserError
+
+MIN_SIDE = 4
+# Pixel -> output coordinates for a raster without georeferencing: QGIS shows such rasters
+# with y pointing up from the top-left corner, so features land on the image.
+UNGEOREFERENCED_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about an input raster."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    bands: Tuple[int, int, int]
+    crs_wkt: Optional[str]
+    transform: Affine
+    georeferenced: bool
+
+
+def open_dataset(source: Any) -> rasterio.io.DatasetReader:
+    """Open ``source`` for reading; a user error for files GDAL cannot read."""
+    path = os.fspath(source)
+    is_remote = "://" in path or path.startswith("/vsi")
+    if not is_remote and not Path(path).exists():
+        raise UserError(f"input raster not found: {path}")
+    if not is_remote and Path(path).is_dir():
+        raise UserError(f"input is a folder, not a raster file: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise UserError(f"cannot read {path} as a raster ({_first_line(exc)})") from None
+
+
+def describe(ds: rasterio.io.DatasetReader, bands: Optional[Sequence[int]] = None) -> RasterInfo:
+    """Check that ``ds`` is usable and collect its size, bands and georeferencing."""
+    if ds.width < MIN_SIDE or ds.height < MIN_SIDE:
+        raise UserError(
+            f"{ds.name} is {ds.width} x {ds.height} pixels; detection needs at least "
+            f"{MIN_SIDE} x {MIN_SIDE}"
+        )
+    chosen = choose_bands(ds, bands)
+    dtype = ds.dtypes[chosen[0] - 1]
+    if dtype == "complex" or dtype.startswith("complex"):
+        raise UserError(f"{ds.name} has complex-valued pixels, which cannot be shown as RGB")
+    transform = ds.transform
+    georeferenced = ds.crs is not None and not transform.is_identity
+    local = Path(ds.name)
+    return RasterInfo(
+        path=str(local.resolve()) if local.exists() else ds.name,
+        width=ds.width,
+        height=ds.height,
+        count=ds.count,
+        dtype=dtype,
+        bands=chosen,
+        crs_wkt=ds.crs.to_wkt() if georeferenced else None,
+        transform=transform if georeferenced else UNGEOREFERENCED_TRANSFORM,
+        georeferenced=georeferenced,
+    )
+
+
+def choose_bands(ds: rasterio.io.DatasetReader, requested: Optional[Sequence[int]]) -> Tuple[int, int, int]:
+    """Three 1-based band indices to read as R, G, B.
+
+    An explicit choice of one band is replicated to grey; three bands are used as given.
+    Without a choice: the bands whose colour interpretation is red, green and blue, else
+    the first three bands that are not alpha, else a single non-alpha band as grey.
+    """
+    if requested:
+        bad = [b for b in requested if not 1 <= int(b) <= ds.count]
+        if bad:
+            raise UserError(f"band {bad[0]} does not exist; {ds.name} has bands 1 to {ds.count}")
+        if len(requested) == 1:
+            return (int(requested[0]),) * 3
+        if len(requested) == 3:
+            return tuple(int(b) for b in requested)  # type: ignore[return-value]
+        raise UserError(f"give 1 or 3 bands (e.g. --bands 1 or --bands 3,2,1), not {len(requested)}")
+    interp = list(ds.colorinterp)
+    wanted = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    if all(c in interp for c in wanted):
+        return tuple(interp.index(c) + 1 for c in wanted)  # type: ignore[return-value]
+    colour = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
+    if len(colour) >= 3:
+        return (colour[0], colour[1], colour[2])
+    if len(colour) == 1:
+        return (colour[0],) * 3
+    raise UserError(
+        f"{ds.name} has {ds.count} bands and no red/green/blue ones; choose them with "
+        "--bands (one band for grey, or three for R,G,B)"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
