@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(qgis python3-qgis qgis-providers xvfb python3-venv python3-gdal
-                 python3-rasterio python3-pyproj python3-shapely python3-platformdirs)
+                 python3-rasterio python3-pyproj python3-shapely python3-platformdirs
+                 python3-matplotlib)
 VENV=.venv
 STAMP="$VENV/.setup-stamp"
 

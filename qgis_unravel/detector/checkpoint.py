@@ -301,11 +301,20 @@ def _fill_aliases(expected: Mapping[str, Tensor], sd: Dict[str, Tensor]) -> None
                 sd.setdefault(key, sd[present[0]])
 
 
-def load_detector(path: PathLike, device: Union[str, torch.device] = "cpu") -> OrientedRCNN:
-    """Load an mmrotate UnravelNet/LEGNet Oriented R-CNN checkpoint, ready for inference."""
+def load_detector(
+    path: PathLike, device: Union[str, torch.device] = "cpu", fast: bool = True
+) -> OrientedRCNN:
+    """Load an mmrotate UnravelNet/LEGNet Oriented R-CNN checkpoint, ready for inference.
+
+    ``fast`` (default) folds the backbone's BatchNorms and runs it channels-last on CPU
+    (``OrientedRCNN.fast``): about 20 % less backbone time, the same detections up to float32
+    rounding, well inside the golden parity tolerances. ``fast=False`` tracks mmrotate's
+    operation order most closely.
+    """
     sd, meta = read_checkpoint(path)
     detector = build_detector(sd, meta)
     detector.info["checkpoint"] = str(path)
+    detector.fast = fast
     return detector.to(device).eval()
 
 

@@ -63,23 +63,38 @@ class RotatedSingleRoIExtractor(nn.Module):
         """(K, 6) RoIs in input pixels -> (K, C, 7, 7) features from the first len(strides) maps."""
         num_levels = len(self.strides)
         channels = feats[0].shape[1]
-        out = feats[0].new_zeros((rois.shape[0], channels, self.output_size, self.output_size))
+        size = self.output_size
         if rois.shape[0] == 0:
-            return out
+            return feats[0].new_zeros((0, channels, size, size))
         levels = map_roi_levels(rois, num_levels, self.finest_scale)
-        for level, stride in enumerate(self.strides):
-            inds = torch.nonzero(levels == level).squeeze(1)
-            if inds.numel() == 0:
+        # One host synchronisation for all levels, none per RoI.
+        counts = torch.bincount(levels, minlength=num_levels).tolist()
+        order = None
+        if max(counts) < rois.shape[0]:
+            order = torch.argsort(levels, stable=True)
+        pooled = []
+        start = 0
+        for level, (stride, count) in enumerate(zip(self.strides, counts)):
+            if count == 0:
                 continue
-            out[inds] = roi_align_rotated(
-                feats[level],
-                rois[inds],
-                self.output_size,
-                1.0 / stride,
-                sampling_ratio=self.sampling_ratio,
-                aligned=True,
-                clockwise=True,
+            inds = None if order is None else order[start : start + count]
+            start += count
+            pooled.append(
+                roi_align_rotated(
+                    feats[level],
+                    rois if inds is None else rois[inds],
+                    size,
+                    1.0 / stride,
+                    sampling_ratio=self.sampling_ratio,
+                    aligned=True,
+                    clockwise=True,
+                )
             )
+        if order is None:
+            return pooled[0]
+        pooled_all = torch.cat(pooled)
+        out = torch.empty_like(pooled_all)
+        out[order] = pooled_all
         return out
 
 
@@ -105,10 +120,36 @@ class RotatedShared2FCBBoxHead(nn.Module):
         return self.fc_cls.out_features - 1
 
     def forward(self, roi_feats: Tensor) -> Tuple[Tensor, Tensor]:
-        x = roi_feats.flatten(1)
-        for fc in self.shared_fcs:
-            x = F.relu(fc(x))
+        first, second = self.shared_fcs
+        if (
+            not torch.is_grad_enabled()
+            and roi_feats.dim() == 4
+            and roi_feats.shape[0] > 0
+            and roi_feats.is_contiguous(memory_format=torch.channels_last)
+            and not roi_feats.is_contiguous()
+        ):
+            # Channels-last RoI features (what roi_align_rotated returns): read them in memory
+            # order against the first FC's weight permuted to match, instead of copying the
+            # (K, C*7*7) features into channel-major order.
+            hwc = roi_feats.permute(0, 2, 3, 1).flatten(1)
+            x = F.relu(F.linear(hwc, self._hwc_weight(roi_feats), first.bias))
+        else:
+            x = F.relu(first(roi_feats.flatten(1)))
+        x = F.relu(second(x))
         return self.fc_cls(x), self.fc_reg(x)
+
+    def _hwc_weight(self, roi_feats: Tensor) -> Tensor:
+        """The first FC's weight with inputs ordered (h, w, C), cached until the weight changes."""
+        weight = self.shared_fcs[0].weight
+        channels, height, width = roi_feats.shape[1:]
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype, channels, height, width)
+        cached = getattr(self, "_hwc_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                hwc = weight.reshape(weight.shape[0], channels, height, width).permute(0, 2, 3, 1)
+                cached = (key, hwc.reshape(weight.shape[0], -1).contiguous())
+            self._hwc_cache = cached
+        return cached[1]
 
 
 class OrientedRoIHead(nn.Module):

@@ -38,7 +38,7 @@ class OrientedRPNHead(nn.Module):
         """Per level: logits (B, K, H, W) and deltas (B, K*6, H, W); channel k*6+j = delta j."""
         cls_scores, bbox_preds = [], []
         for feat in feats:
-            x = F.relu(self.rpn_conv(feat))
+            x = F.relu(self.rpn_conv(feat), inplace=True)  # the conv output is a fresh tensor
             cls_scores.append(self.rpn_cls(x))
             bbox_preds.append(self.rpn_reg(x))
         return cls_scores, bbox_preds

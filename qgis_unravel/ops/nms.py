@@ -4,10 +4,15 @@ mmcv's CPU rotated NMS tests every (kept, later) pair with an exact polygon IoU,
 quadratic in practice. Here the greedy walk (``greedy.greedy_keep``) first rejects pairs whose
 bounding boxes do not touch, and, for rotated boxes, pairs whose IoU cannot reach the threshold
 by a cheap upper bound; only the rest get the exact IoU. The kept set is the same.
+
+Horizontal NMS (the RPN's ``batched_nms``) splits the boxes into groups that cannot interact
+(mmcv's shifted levels, whose overall bounds do not overlap) and walks each with a dense,
+block-wise IoU > thr matrix (``_dense_keep``): the same float operations, so the same keep list.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -159,7 +164,11 @@ def _horizontal_test(boxes: Tensor, iou_threshold: float):
     return suppresses
 
 
-def _nms_horizontal(boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | None) -> Tensor:
+def _nms_horizontal(
+    boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | None, hint: Tensor | None = None
+) -> Tensor:
+    """Greedy horizontal NMS; ``groups`` never interact, ``hint`` labels boxes whose groups may
+    interact only if their bounds overlap (mmcv's shifted boxes below 10000)."""
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -170,10 +179,132 @@ def _nms_horizontal(boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | 
         if groups is None:
             return order[:1]
         aabb = _whole_plane(aabb)
-    test = _horizontal_test(sorted_boxes, thr)
-    sorted_groups = None if groups is None else groups[order]
-    keep = greedy_keep(aabb, _same_group(sorted_groups, test))
+        test = _horizontal_test(sorted_boxes, thr)
+        keep = greedy_keep(aabb, _same_group(groups[order], test))
+        return order[keep]
+    if groups is not None:
+        parts = _split_groups(groups[order], None)
+    elif hint is not None:
+        parts = _split_groups(hint[order], sorted_boxes)
+    else:
+        parts = [None]
+    keeps = []
+    for ranks in parts:
+        part = sorted_boxes if ranks is None else sorted_boxes[ranks]
+        if part.shape[0] <= _DENSE_MAX:
+            kept = _dense_keep(part, thr)
+        else:
+            kept = greedy_keep(part, _horizontal_test(part, thr))
+        keeps.append(kept if ranks is None else ranks[kept])
+    keep = keeps[0] if len(keeps) == 1 else torch.cat(keeps).sort()[0]
     return order[keep]
+
+
+# Parts up to this many boxes take the dense path (rows of an IoU > thr matrix, computed in
+# blocks of ``_DENSE_BLOCK`` ranks for the boxes still alive); larger ones the grid-indexed walk.
+_DENSE_MAX = 12000
+_DENSE_BLOCK = 128
+# More groups than this are not split into independent parts (the pairwise test is quadratic).
+_MAX_SPLIT_GROUPS = 256
+
+
+def _split_groups(labels: Tensor, boxes: Tensor | None) -> list:
+    """Ascending rank tensors of independent parts: one per group, or, when ``boxes`` is given,
+    per set of groups whose overall bounds overlap with a positive area (boxes of groups whose
+    bounds only touch or are apart have zero intersection, so IoU 0 or NaN, never > thr >= 0).
+    Non-finite bounds count as overlapping everything."""
+    values, inverse = torch.unique(labels, return_inverse=True)
+    count = values.numel()
+    if count == 1 or count > _MAX_SPLIT_GROUPS:
+        return [None]
+    comp = list(range(count))
+    if boxes is not None:
+        big = float("inf")
+        slot = inverse[:, None].expand(-1, 2)
+        lo = boxes.new_full((count, 2), big).scatter_reduce(0, slot, boxes[:, :2], "amin")
+        hi = boxes.new_full((count, 2), -big).scatter_reduce(0, slot, boxes[:, 2:], "amax")
+        bad = torch.zeros(count, dtype=torch.bool, device=boxes.device)
+        bad[inverse[~torch.isfinite(boxes).all(1)]] = True
+        lo = torch.where(bad[:, None], -big, lo)
+        hi = torch.where(bad[:, None], big, hi)
+        over = torch.minimum(hi[:, None], hi[None]) - torch.maximum(lo[:, None], lo[None])
+        apart = ((over[..., 0] <= 0) | (over[..., 1] <= 0)).tolist()
+
+        def find(a: int) -> int:
+            while comp[a] != a:
+                comp[a] = comp[comp[a]]
+                a = comp[a]
+            return a
+
+        for a in range(count):
+            for b in range(a + 1, count):
+                if not apart[a][b]:
+                    comp[find(a)] = find(b)
+        comp = [find(a) for a in range(count)]
+    roots = sorted(set(comp))
+    if len(roots) == 1:
+        return [None]
+    comp_of = torch.tensor(comp, device=labels.device)[inverse]
+    order = torch.sort(comp_of, stable=True)[1]
+    sizes = torch.bincount(comp_of, minlength=count)[roots].tolist()
+    return list(torch.split(order, sizes))
+
+
+def _dense_keep(boxes: Tensor, thr: float) -> Tensor:
+    """Greedy pass over rank-sorted (x1, y1, x2, y2) boxes, IoU > thr suppresses (thr >= 0).
+
+    Block by block of ranks, the IoU of the still-alive boxes with every box from the block on
+    is thresholded at once (the same float operations as the pairwise test, so the same
+    decisions), then the block's rows are walked in rank order on the host. On CPU the blocks
+    are computed with numpy: small single-threaded operations, which stay cheap when the
+    cores are busy (a parallel region waits for its slowest thread). On other devices, one
+    device-to-host copy per block, none per box.
+    """
+    n = boxes.shape[0]
+    device = boxes.device
+    on_cpu = device.type == "cpu"
+    cols = boxes.t().contiguous()
+    if on_cpu:
+        cols = cols.numpy()
+        x1, y1, x2, y2 = cols
+        area = (x2 - x1) * (y2 - y1)
+        limit = np.asarray(thr, dtype=cols.dtype)
+    else:
+        x1, y1, x2, y2 = cols.unbind(0)
+        area = (x2 - x1) * (y2 - y1)
+    removed = np.zeros(n, dtype=bool)
+    keep: list[int] = []
+    for r0 in range(0, n, _DENSE_BLOCK):
+        r1 = min(r0 + _DENSE_BLOCK, n)
+        alive = np.flatnonzero(~removed[r0:r1]) + r0
+        if alive.size == 0:
+            continue
+        if on_cpu:
+            rows = alive
+            w = np.minimum(x2[rows, None], x2[None, r0:]) - np.maximum(x1[rows, None], x1[None, r0:])
+            h = np.minimum(y2[rows, None], y2[None, r0:]) - np.maximum(y1[rows, None], y1[None, r0:])
+            inter = np.maximum(w, 0, out=w)
+            inter *= np.maximum(h, 0, out=h)
+            union = area[rows, None] + area[None, r0:]
+            union -= inter
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                inter /= union
+                hits = inter > limit
+        else:
+            rows = torch.from_numpy(alive).to(device)
+            w = torch.minimum(x2[rows, None], x2[r0:]).sub_(torch.maximum(x1[rows, None], x1[r0:]))
+            h = torch.minimum(y2[rows, None], y2[r0:]).sub_(torch.maximum(y1[rows, None], y1[r0:]))
+            w, h = w.clamp_(min=0), h.clamp_(min=0)
+            inter = w.mul_(h)
+            union = (area[rows, None] + area[r0:]).sub_(inter)
+            hits = inter.div_(union).gt_(thr).cpu().numpy()
+        tail = removed[r0:]
+        for k, i in enumerate(alive.tolist()):
+            if tail[i - r0]:
+                continue
+            keep.append(i)
+            np.logical_or(tail, hits[k], out=tail)
+    return torch.tensor(keep, dtype=torch.long, device=device)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -208,5 +339,6 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
     shifted = boxes + offsets[:, None]
-    groups = idxs if boxes.shape[0] >= _SPLIT_THR else None
-    return _nms_horizontal(shifted, scores, float(iou_threshold), groups)
+    if boxes.shape[0] >= _SPLIT_THR:
+        return _nms_horizontal(shifted, scores, float(iou_threshold), idxs)
+    return _nms_horizontal(shifted, scores, float(iou_threshold), None, hint=idxs)

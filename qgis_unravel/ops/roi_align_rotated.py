@@ -2,22 +2,24 @@
 
 All RoIs of a chunk are handled at once: the sampling points and bilinear weights are computed as
 tensors, and each output bin is a weighted sum of at most (samples x 4) pixels of a channels-last
-copy of the feature map: one sparse-times-dense product per chunk. Chunking over RoIs bounds the
+copy of the feature map: one weighted embedding-bag sum per chunk. Chunking over RoIs bounds the
 memory of the temporaries.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["roi_align_rotated"]
 
 # Budget per chunk, in elements of (bins x taps x channels), that bounds the temporaries.
 _GATHER_BUDGET = 1 << 25
+# Without autograd a tap costs about this many elements of temporaries (indices, weights, ...).
+_TAP_WIDTH = 8
 
 
 def _pair(size: Union[int, Sequence[int]]) -> tuple[int, int]:
@@ -93,36 +95,32 @@ def _sample_points(
     return y, x, real.expand(y.shape)
 
 
-def _bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """Flat pixel indices (..., 4) and weights (..., 4), with mmcv's border rules.
+def _bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Flat pixel indices (..., 4), weights (..., 4) and a mask of samples that read anything.
 
-    A sample beyond ``[-1, H]`` x ``[-1, W]`` contributes zero; otherwise coordinates below 0 are
-    clamped to 0 and a sample at or past the last row/column uses that row/column only.
+    mmcv's border rules: a sample beyond ``[-1, H]`` x ``[-1, W]`` contributes zero (its weights
+    are returned as they are, masked by the caller, and its indices are valid pixels); otherwise
+    coordinates are clamped into ``[0, H - 1]`` x ``[0, W - 1]``, so a sample at or past the last
+    row/column uses that row/column only.
     """
-    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
-    outside |= ~(torch.isfinite(y) & torch.isfinite(x))  # NaN/inf RoIs read nothing
-    y = y.clamp(min=0)
-    x = x.clamp(min=0)
+    inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)  # False for NaN too
+    # NaN -> 0 keeps the indices valid; such samples are outside, so they read nothing.
+    y = torch.nan_to_num(y, nan=0.0).clamp_(0, height - 1)
+    x = torch.nan_to_num(x, nan=0.0).clamp_(0, width - 1)
     y_low = y.floor()
     x_low = x.floor()
-    y_edge = y_low >= height - 1
-    x_edge = x_low >= width - 1
-    y_low = torch.where(y_edge, torch.full_like(y_low, height - 1), y_low)
-    x_low = torch.where(x_edge, torch.full_like(x_low, width - 1), x_low)
-    y = torch.where(y_edge, y_low, y)
-    x = torch.where(x_edge, x_low, x)
-    y_high = torch.where(y_edge, y_low, y_low + 1)
-    x_high = torch.where(x_edge, x_low, x_low + 1)
-    ly = y - y_low
-    lx = x - x_low
+    ly = y.sub_(y_low)
+    lx = x.sub_(x_low)
     hy = 1.0 - ly
     hx = 1.0 - lx
     weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], dim=-1)
-    weights = torch.where(outside[..., None], torch.zeros_like(weights), weights)
-    yl, yh, xl, xh = y_low.long(), y_high.long(), x_low.long(), x_high.long()
-    index = torch.stack([yl * width + xl, yl * width + xh, yh * width + xl, yh * width + xh], dim=-1)
-    index = torch.where(outside[..., None], torch.zeros_like(index), index)
-    return index, weights
+    yl = y_low.long()
+    xl = x_low.long()
+    dy = (yl < height - 1).long().mul_(width)
+    dx = (xl < width - 1).long()
+    base = yl.mul_(width).add_(xl)
+    index = torch.stack([base, base + dx, base + dy, base + dy + dx], dim=-1)
+    return index, weights, inside
 
 
 def _sample_grid(
@@ -140,48 +138,39 @@ def _sample_grid(
 def _align_chunk(
     flat_feats: Tensor, rois: Tensor, grid_h: Tensor, grid_w: Tensor, out_h: int, out_w: int,
     spatial_scale: float, aligned: bool, clockwise: bool, height: int, width: int,
+    max_grid: tuple[int, int], fixed_grid: bool,
 ) -> Tensor:
+    """(k, oh, ow, C) pooled features of a chunk of RoIs (channels last)."""
     k = rois.shape[0]
-    max_grid = (max(int(grid_h.max()), 1), max(int(grid_w.max()), 1))
     y, x, real = _sample_points(
         rois, out_h, out_w, grid_h, grid_w, spatial_scale, aligned, clockwise, max_grid
     )
-    index, weights = _bilinear_taps(y, x, height, width)
+    index, weights, valid = _bilinear_taps(y, x, height, width)
+    if not fixed_grid:
+        valid &= real
     count = (grid_h * grid_w).clamp(min=1).to(weights.dtype)
-    weights = weights / count[:, None, None, None, None, None]
-    weights = torch.where(real[..., None], weights, torch.zeros_like(weights))
-    index = torch.where(real[..., None], index, torch.zeros_like(index))
-    batch = rois[:, 0].long()
-    index = index + (batch * (height * width))[:, None, None, None, None, None]
+    weights = weights.div_(count[:, None, None, None, None, None])
+    weights = torch.where(valid[..., None], weights, 0.0)
+    if bool((rois[:, 0] != 0).any()):
+        batch = rois[:, 0].long()
+        index = index + (batch * (height * width))[:, None, None, None, None, None]
     bins = k * out_h * out_w
     taps = max_grid[0] * max_grid[1] * 4
     values = _weighted_rows(flat_feats, index.reshape(bins, taps), weights.reshape(bins, taps))
-    return values.reshape(k, out_h, out_w, -1).permute(0, 3, 1, 2)
+    return values.reshape(k, out_h, out_w, -1)
 
 
 def _weighted_rows(flat_feats: Tensor, index: Tensor, weights: Tensor) -> Tensor:
     """``out[r] = sum_t weights[r, t] * flat_feats[index[r, t]]`` for every bin r.
 
-    Without autograd this is one sparse (CSR) x dense product, which reads each pixel's channels
-    once per tap without materialising the gathered values; for training, a gather keeps the
-    gradient path simple.
+    Without autograd this is one weighted-sum embedding bag, which reads each tap's row of
+    channels in place without materialising the gathered values (and without host
+    synchronisation); for training, a gather keeps the gradient path simple.
     """
     if flat_feats.requires_grad or weights.requires_grad:
         gathered = flat_feats.index_select(0, index.reshape(-1)).reshape(*index.shape, -1)
         return torch.bmm(weights[:, None, :].to(gathered.dtype), gathered)[:, 0]
-    rows, taps = index.shape
-    if flat_feats.device.type != "cpu":
-        # GPU sparse kernels may expect sorted column indices within a row.
-        index, order = index.sort(dim=1)
-        weights = weights.gather(1, order)
-    crow = torch.arange(0, rows * taps + 1, taps, device=index.device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        matrix = torch.sparse_csr_tensor(
-            crow, index.reshape(-1), weights.reshape(-1).to(flat_feats.dtype),
-            size=(rows, flat_feats.shape[0]), check_invariants=False,
-        )
-        return matrix @ flat_feats
+    return F.embedding_bag(index, flat_feats, mode="sum", per_sample_weights=weights.to(flat_feats.dtype))
 
 
 def roi_align_rotated(
@@ -229,13 +218,24 @@ def roi_align_rotated(
     grid_h, grid_w = _sample_grid(rois, out_h, out_w, spatial_scale, sampling_ratio, aligned)
     # Channels-last rows: each tap reads one contiguous row of channels.
     flat_feats = features.to(work).permute(0, 2, 3, 1).reshape(batch * height * width, channels).contiguous()
-    out = flat_feats.new_zeros((k, channels, out_h, out_w))
-    per_roi = out_h * out_w * max(int((grid_h * grid_w).max()), 1) * 4 * channels
-    step = max(1, _GATHER_BUDGET // per_roi)
-    for start in range(0, k, step):
-        stop = min(start + step, k)
-        out[start:stop] = _align_chunk(
-            flat_feats, rois[start:stop], grid_h[start:stop], grid_w[start:stop], out_h, out_w,
-            spatial_scale, aligned, clockwise, height, width,
+    grid_hw = (grid_h * grid_w).max() if sampling_ratio <= 0 else None
+    max_grid = (
+        (max(int(grid_h.max()), 1), max(int(grid_w.max()), 1))
+        if grid_hw is not None
+        else (sampling_ratio, sampling_ratio)
+    )
+    taps = out_h * out_w * max_grid[0] * max_grid[1] * 4
+    # The sparse product only keeps (bins x taps) temporaries; the gather (autograd) path
+    # materialises (bins x taps x channels).
+    grad = flat_feats.requires_grad or rois.requires_grad
+    step = max(1, _GATHER_BUDGET // (taps * (channels if grad else _TAP_WIDTH)))
+    chunks = [
+        _align_chunk(
+            flat_feats, rois[start:start + step], grid_h[start:start + step], grid_w[start:start + step],
+            out_h, out_w, spatial_scale, aligned, clockwise, height, width, max_grid, sampling_ratio > 0,
         )
-    return out.to(features.dtype)
+        for start in range(0, k, step)
+    ]
+    out = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    # (K, oh, ow, C) memory seen as (K, C, oh, ow): a channels-last result, no extra copy.
+    return out.permute(0, 3, 1, 2).to(features.dtype)

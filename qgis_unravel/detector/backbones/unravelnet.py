@@ -417,7 +417,7 @@ class UnravelNet(nn.Module):
                 f"UnravelNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got "
                 f"{x.shape[-2]}x{x.shape[-1]}; pad the image or use a larger tile"
             )
-        if self.fast and self.channels_last_when_fast and x.device.type == "cpu":
+        if self.fast and self.channels_last_when_fast and not self.training and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         with _folding(self.fast and not self.training):
             x = self.Stem(x)

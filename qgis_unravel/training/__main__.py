@@ -1,0 +1,7 @@
+"""``python -m qgis_unravel.training train|evaluate|synth ...``"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

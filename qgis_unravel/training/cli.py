@@ -1,0 +1,309 @@
+"""The ``train``, ``evaluate`` and ``synth`` subcommands of ``qgis-unravel``.
+
+``register(subparsers)`` adds them to the engine's CLI; ``python -m qgis_unravel.training``
+runs the same commands on their own. User errors end with a one-line message, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from .labels import LabelError
+from .prplot import PlotError
+
+
+class UsageError(ValueError):
+    """A problem with the command line or its inputs; printed as one line."""
+
+
+try:  # the engine's input errors (unreadable raster, bad bands...), when the engine is installed
+    from ..engine.errors import UserError as _EngineUserError
+except ImportError:  # pragma: no cover
+
+    class _EngineUserError(Exception):  # type: ignore[no-redef]
+        """Placeholder: nothing raises it."""
+
+
+def _sources(args) -> list:
+    from .dataset import Source
+
+    rasters: List[Path] = [Path(p) for p in (args.raster or [])]
+    labels: List[Path] = [Path(p) for p in (args.labels or [])]
+    if args.data_dir:
+        for tif in sorted(Path(args.data_dir).glob("*.tif")):
+            gpkg = tif.with_suffix(".gpkg")
+            if gpkg.is_file():
+                rasters.append(tif)
+                labels.append(gpkg)
+    if not rasters:
+        raise UsageError(
+            "no training data: give --raster R --labels L (pairs) or --data-dir D "
+            "holding NAME.tif with NAME.gpkg"
+        )
+    if len(labels) == 1 and len(rasters) > 1:
+        labels = labels * len(rasters)
+    if len(labels) != len(rasters):
+        raise UsageError(
+            f"{len(rasters)} rasters but {len(labels)} label layers; give one layer per raster "
+            "(or a single layer for all)"
+        )
+    for p in rasters + labels:
+        if not p.is_file():
+            raise UsageError(f"file not found: {p}")
+    return [Source(r, lab, args.layer) for r, lab in zip(rasters, labels)]
+
+
+def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command, turning user errors into a one-line message and exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(command(args) or 0)
+        except (UsageError, LabelError, OSError, ValueError, FloatingPointError, PlotError,
+                _EngineUserError) as exc:
+            # ValueError covers CheckpointError and other readable input errors; OSError covers
+            # unreadable files (rasterio's and GDAL's errors name the file).
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return run
+
+
+# train -----------------------------------------------------------------------------------
+def add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune or train an Oriented R-CNN on labelled rasters",
+        description="Train on rasters plus polygon layers with a class field. Checkpoints "
+        "are written in mmrotate's format (meta CLASSES).",
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--raster", nargs="+", help="training rasters (8-bit RGB GeoTIFF or similar)")
+    data.add_argument("--labels", nargs="+", help="polygon layers (GeoPackage, shapefile...), one per raster")
+    data.add_argument("--data-dir", help="folder of NAME.tif rasters with NAME.gpkg label layers")
+    data.add_argument("--layer", help="layer name inside the label files (if they hold several)")
+    data.add_argument(
+        "--class-field", default="class", help="attribute holding the class name (default: class)"
+    )
+    data.add_argument("--classes", help="comma-separated class names, in model order (default: all found)")
+    data.add_argument("--tile-size", type=int, default=256, help="chip size in pixels, a multiple of 32")
+    data.add_argument("--overlap", type=int, default=64, help="chip overlap in pixels")
+    model = p.add_argument_group("model")
+    model.add_argument("--preset", default="tiny", help="fresh architecture: tiny, small, nano or pico")
+    model.add_argument("--from-checkpoint", help="start from an Oriented R-CNN checkpoint (classes remapped)")
+    model.add_argument("--backbone-weights", help="start the backbone from ImageNet UnravelNet weights")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--iterations", type=int, default=1000)
+    opt.add_argument("--batch-size", type=int, default=2)
+    opt.add_argument("--lr", type=float, default=1.5e-4, help="AdamW learning rate (default 1.5e-4)")
+    opt.add_argument("--weight-decay", type=float, default=0.05)
+    opt.add_argument("--warmup-iters", type=int, default=500)
+    opt.add_argument(
+        "--steps", help="comma-separated iterations where the lr drops 10x (default: 2/3, 11/12)"
+    )
+    opt.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    opt.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    opt.add_argument("--threads", type=int, help="CPU threads for torch")
+    opt.add_argument("--seed", type=int, default=0)
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, help="output folder (checkpoints, log.jsonl)")
+    out.add_argument("--checkpoint-every", type=int, default=500)
+    out.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=guarded(run_train))
+
+
+def _build(args, classes):
+    from .model import PRESETS, build_model, from_detector_checkpoint, load_backbone
+
+    if args.from_checkpoint:
+        model, fresh = from_detector_checkpoint(args.from_checkpoint, classes)
+        print(f"started from {args.from_checkpoint}; new (untrained) classes: {', '.join(fresh) or 'none'}")
+        return model
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    model = build_model(PRESETS[args.preset], classes)
+    if args.backbone_weights:
+        loaded, total = load_backbone(model, args.backbone_weights)
+        print(f"backbone: loaded {loaded} of {total} tensors from {args.backbone_weights}")
+    return model
+
+
+def run_train(args) -> int:
+    import torch
+
+    from .dataset import ChipDataset, discover_classes
+    from .trainer import TrainConfig, Trainer
+
+    if args.tile_size % 32 or args.tile_size < 64:
+        raise UsageError(f"--tile-size must be a multiple of 32 and at least 64, got {args.tile_size}")
+    if args.amp and not str(args.device).startswith("cuda"):
+        print("note: --amp only applies on CUDA; training in float32 on the CPU")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA GPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources = _sources(args)
+    classes = (
+        [c.strip() for c in args.classes.split(",") if c.strip()]
+        if args.classes
+        else discover_classes(sources, args.class_field)
+    )
+    dataset = ChipDataset(sources, classes, args.tile_size, args.overlap, args.class_field, seed=args.seed)
+    if dataset.unknown:
+        skipped = ", ".join(f"{k} ({v})" for k, v in sorted(dataset.unknown.items()))
+        print(f"note: objects of classes not in --classes are ignored: {skipped}")
+    print(
+        f"{len(sources)} rasters, {len(dataset)} chips of {args.tile_size} px with {dataset.num_objects()} "
+        f"objects; classes: {', '.join(classes)}"
+    )
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    cfg = TrainConfig(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_iters=args.warmup_iters,
+        steps=steps,
+        device=args.device,
+        amp=args.amp,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        extra_meta={"tile_size": args.tile_size, "overlap": args.overlap},
+    )
+    trainer = Trainer(_build(args, classes), dataset, cfg, Path(args.out), log=print)
+    if args.resume:
+        if trainer.resume():
+            print(f"resumed at iteration {trainer.iteration} from {args.out}")
+        else:
+            print(f"nothing to resume in {args.out}; starting from the beginning")
+    trainer.run(progress=not args.no_progress)
+    print(f"done: {Path(args.out) / 'latest.pth'}")
+    return 0
+
+
+# evaluate ----------------------------------------------------------------------------------
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="per-class AP and mAP (rotated IoU) against labelled polygons",
+        description="Compare detections with a labelled polygon layer: DOTA-style AP at a "
+        "rotated-IoU threshold (VOC07 11-point by default), a table and a PR plot.",
+    )
+    p.add_argument("--raster", nargs="+", required=True, help="rasters to evaluate on")
+    p.add_argument("--labels", nargs="+", required=True, help="ground-truth polygon layers, one per raster")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="detector checkpoint to run on the rasters")
+    src.add_argument("--detections", nargs="+", help="existing detection layers, one per raster")
+    p.add_argument("--layer", help="layer name in the label files")
+    p.add_argument("--class-field", default="class", help="class attribute of the label layer")
+    p.add_argument(
+        "--det-class-field",
+        default="class_name",
+        help="class attribute of the detection layers (default: class_name, as detect writes)",
+    )
+    p.add_argument("--score-field", default="score", help="score attribute of the detection layers")
+    p.add_argument("--iou", type=float, default=0.5, help="rotated-IoU threshold (default 0.5)")
+    p.add_argument("--ap-mode", choices=("11points", "area"), default="11points")
+    p.add_argument("--tile-size", type=int, default=None, help="tile size for --model (default: the model's)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap for --model")
+    p.add_argument("--score-threshold", type=float, default=0.05, help="keep detections above this score")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--plot", help="write the precision-recall plot to this PNG")
+    p.add_argument("--json", dest="json_out", help="write the numbers to this JSON file")
+    p.set_defaults(func=guarded(run_evaluate))
+
+
+def run_evaluate(args) -> int:
+    from .evaluate import evaluate, format_table
+    from .scoring import detections_from_layer, detections_from_model, truths_for
+
+    if len(args.labels) not in (1, len(args.raster)):
+        raise UsageError(f"{len(args.raster)} rasters but {len(args.labels)} label layers")
+    labels = args.labels * len(args.raster) if len(args.labels) == 1 else args.labels
+    for path in [*args.raster, *labels, *(args.detections or [])]:
+        if not Path(path).is_file():
+            raise UsageError(f"file not found: {path}")
+    truths, names = truths_for(args.raster, labels, args.class_field, args.layer)
+    if args.model:
+        dets, classes = detections_from_model(
+            args.model, args.raster, args.device, args.tile_size, args.overlap, args.score_threshold
+        )
+    else:
+        if len(args.detections) != len(args.raster):
+            raise UsageError(f"{len(args.raster)} rasters but {len(args.detections)} detection layers")
+        dets, classes = detections_from_layer(
+            args.detections, args.raster, args.det_class_field, args.score_field
+        )
+    result = evaluate_named(dets, classes, truths, names, args.iou, args.ap_mode, evaluate)
+    print(format_table(result))
+    if args.plot:
+        from .prplot import plot_pr
+
+        print(f"precision-recall plot: {plot_pr(result, args.plot)}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+    return 0
+
+
+def evaluate_named(dets, det_classes, truths, truth_names, iou, mode, evaluate_fn):
+    """Evaluate over the union of class names, matching detections and truth by name."""
+    from .evaluate import ImageDetections, ImageTruth
+
+    classes = list(det_classes) + [n for n in sorted(set(sum(truth_names, []))) if n not in det_classes]
+    index = {c: i for i, c in enumerate(classes)}
+    truths_idx = [ImageTruth(t.boxes, [index[n] for n in names]) for t, names in zip(truths, truth_names)]
+    dets_idx = [
+        ImageDetections(d.boxes, d.scores, [index[det_classes[int(k)]] for k in d.labels]) for d in dets
+    ]
+    return evaluate_fn(dets_idx, truths_idx, classes, iou, mode)
+
+
+# synth ---------------------------------------------------------------------------------------
+def add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write synthetic labelled scenes (GeoTIFF + GeoPackage)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--count", type=int, default=1, help="number of scenes (seeds seed, seed+1, ...)")
+    p.add_argument("--size", type=int, default=1024, help="scene size in pixels")
+    p.add_argument("--density", type=float, default=1.0, help="object density multiplier")
+    p.set_defaults(func=guarded(run_synth))
+
+
+def run_synth(args) -> int:
+    from .synthetic import write_scene
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seed, args.seed + args.count):
+        scene = write_scene(
+            out / f"scene_{seed}.tif", out / f"scene_{seed}.gpkg", seed, args.size, args.density
+        )
+        print(f"scene_{seed}: {len(scene.boxes)} objects")
+    return 0
+
+
+# wiring ------------------------------------------------------------------------------------
+def register(subparsers) -> None:
+    """Add ``train``, ``evaluate`` and ``synth`` to an argparse subparsers object."""
+    add_train(subparsers)
+    add_evaluate(subparsers)
+    add_synth(subparsers)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qgis_unravel.training")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

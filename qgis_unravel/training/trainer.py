@@ -1,0 +1,229 @@
+"""The training loop: Oriented R-CNN losses, AdamW with warm-up and step decay, gradient
+clipping, optional CUDA mixed precision, regular mmrotate-format checkpoints, exact resume.
+
+Every random choice of iteration ``i`` (data order, augmentation, sampling, drop-path) is
+seeded from ``(seed, i)``, so a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .dataset import collate
+from .progress import ProgressBar
+from .proposals import training_proposals
+from .schedule import StepSchedule, default_steps
+from .targets import rcnn_loss, rpn_loss, sample_rois
+
+LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox")
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and loop settings (defaults: the UnravelNet configs' AdamW schedule)."""
+
+    iterations: int = 1000
+    batch_size: int = 2
+    lr: float = 1.5e-4
+    weight_decay: float = 0.05
+    warmup_iters: int = 500
+    warmup_ratio: float = 1.0 / 3.0
+    steps: Optional[List[int]] = None  # default: 24/36 and 33/36 of the run
+    grad_clip: float = 35.0
+    device: str = "cpu"
+    amp: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 20
+    extra_meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def forward_losses(
+    model: nn.Module,
+    batch: Tensor,
+    gt_boxes: Sequence[Tensor],
+    gt_labels: Sequence[Tensor],
+    generator: Optional[torch.Generator] = None,
+) -> Dict[str, Tensor]:
+    """All four losses (plus RoI accuracy) of one batch, the way mmrotate's forward_train does."""
+    sizes = [tuple(batch.shape[-2:])] * batch.shape[0]
+    feats = model.extract_feat(batch)
+    cls_scores, bbox_preds = model.rpn_head(feats)
+    losses = rpn_loss(model.rpn_head, cls_scores, bbox_preds, gt_boxes, sizes, generator)
+    proposals = training_proposals(model.rpn_head, cls_scores, bbox_preds)
+    samples = sample_rois(
+        proposals, gt_boxes, gt_labels, model.roi_head.num_classes, model.roi_head.bbox_coder, generator
+    )
+    rois = torch.cat([s.rois for s in samples])
+    cls_score, bbox_pred = model.roi_head(feats, rois)
+    losses.update(rcnn_loss(cls_score, bbox_pred, samples, model.roi_head.num_classes))
+    return losses
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """All parameters with weight decay, as the configs' plain AdamW does."""
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset`` (a ChipDataset), writing checkpoints into ``out_dir``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset,
+        cfg: TrainConfig,
+        out_dir: Path,
+        log: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        if len(dataset) == 0:
+            raise ValueError(
+                "no training chips: no labelled objects fall inside the rasters "
+                "(check that labels and rasters overlap and the class names match)"
+            )
+        self.model = model.to(cfg.device)
+        self.dataset = dataset
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log or (lambda msg: None)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay),
+            lr=cfg.lr,
+            betas=(0.9, 0.999),
+            weight_decay=cfg.weight_decay,
+        )
+        steps = cfg.steps if cfg.steps is not None else default_steps(cfg.iterations)
+        self.schedule = StepSchedule(cfg.lr, steps, 0.1, cfg.warmup_iters, cfg.warmup_ratio)
+        self.use_amp = bool(cfg.amp and str(cfg.device).startswith("cuda"))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.iteration = 0
+        self.history: List[Dict[str, float]] = []
+
+    # data ------------------------------------------------------------------------
+    def _batch_indices(self, iteration: int) -> List[int]:
+        """Shuffled epochs of the chips, seeded per epoch, cut into batches."""
+        n, b = len(self.dataset), self.cfg.batch_size
+        out = []
+        for pos in range(iteration * b, iteration * b + b):
+            epoch, k = divmod(pos, n)
+            order = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
+            out.append(int(order[k]))
+        return out
+
+    def _batch(self, iteration: int) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+        self.dataset.rng = np.random.default_rng([self.cfg.seed, 1, iteration])
+        batch, boxes, labels = collate([self.dataset[i] for i in self._batch_indices(iteration)])
+        dev = self.cfg.device
+        return batch.to(dev), [b.to(dev) for b in boxes], [lab.to(dev) for lab in labels]
+
+    # one step ----------------------------------------------------------------------
+    def step(self) -> Dict[str, float]:
+        it = self.iteration
+        torch.manual_seed(self.cfg.seed * 1_000_003 + it)
+        generator = torch.Generator().manual_seed(self.cfg.seed * 7_919 + it)
+        lr = self.schedule.lr(it)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch, boxes, labels = self._batch(it)
+        self.model.train()
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+            losses = forward_losses(self.model, batch, boxes, labels, generator)
+        total = sum(losses[k] for k in LOSS_KEYS)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"the loss became {total.item()} at iteration {it}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.iteration += 1
+        record = {k: float(v.detach()) for k, v in losses.items()}
+        record.update(loss=float(total.detach()), lr=lr, grad_norm=float(grad_norm), iter=self.iteration)
+        return record
+
+    # the loop ----------------------------------------------------------------------
+    def run(
+        self, progress: bool = True, should_stop: Optional[Callable[[], bool]] = None
+    ) -> List[Dict[str, float]]:
+        cfg = self.cfg
+        bar = ProgressBar(cfg.iterations, self.iteration) if progress else None
+        log_path = self.out_dir / "log.jsonl"
+        t0 = time.monotonic()
+        window: List[Dict[str, float]] = []
+        while self.iteration < cfg.iterations:
+            record = self.step()
+            record["time"] = round(time.monotonic() - t0, 2)
+            window.append(record)
+            self.history.append(record)
+            if self.iteration % cfg.log_every == 0 or self.iteration == cfg.iterations:
+                mean = {k: float(np.mean([r[k] for r in window])) for k in (*LOSS_KEYS, "loss", "acc")}
+                entry = {"iter": self.iteration, "lr": record["lr"], **mean, "time": record["time"]}
+                with open(log_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+                window = []
+            if bar is not None:
+                bar.update(self.iteration, {"loss": record["loss"], "lr": record["lr"]})
+            if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
+                self.save()
+            if should_stop is not None and should_stop():
+                self.save()
+                break
+        return self.history
+
+    # checkpoints --------------------------------------------------------------------
+    def meta(self) -> Dict[str, Any]:
+        cfg = asdict(self.cfg)
+        extra = cfg.pop("extra_meta")
+        return {
+            "CLASSES": tuple(self.model.classes),
+            "iter": self.iteration,
+            "epoch": 0,
+            "qgis_unravel_train": {"config": cfg, "model": dict(self.model.info)},
+            **extra,
+        }
+
+    def save(self) -> Path:
+        """``iter_N.pth`` (mmrotate format) + ``latest.pth`` and the resume state; old ones pruned."""
+        from ..detector.checkpoint import save_checkpoint
+
+        path = self.out_dir / f"iter_{self.iteration}.pth"
+        save_checkpoint(self.model, path, self.meta())
+        save_checkpoint(self.model, self.out_dir / "latest.pth", self.meta())
+        state = {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "config": json.dumps(asdict(self.cfg)),
+        }
+        torch.save(state, self.out_dir / "resume_state.pth")
+        kept = sorted(self.out_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+        for old in kept[: -self.cfg.keep_checkpoints] if self.cfg.keep_checkpoints > 0 else []:
+            old.unlink()
+        self.log(f"saved {path}")
+        return path
+
+    def resume(self) -> bool:
+        """Continue from ``latest.pth`` and the resume state in ``out_dir``; False if none."""
+        from ..detector.checkpoint import load_strict, read_checkpoint
+
+        state_path, weights = self.out_dir / "resume_state.pth", self.out_dir / "latest.pth"
+        if not (state_path.is_file() and weights.is_file()):
+            return False
+        sd, _ = read_checkpoint(weights)
+        load_strict(self.model, sd)
+        state = torch.load(state_path, map_location=self.cfg.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        return True
