@@ -257,3 +257,13 @@ def test_an_unknown_command_is_a_user_error(capsys):
     assert stop.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.strip().count("\n") == 0
+
+
+def test_device_accepts_a_gpu_index_and_rejects_unknown_names() -> None:
+    from qgis_unravel.engine.cli import detect_parser
+    from qgis_unravel.engine.errors import UserError
+
+    parser = detect_parser()
+    assert parser.parse_args(["in.tif", "--model", "m", "--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(UserError, match="cuda:N"):
+        parser.parse_args(["in.tif", "--model", "m", "--device", "gpu"])

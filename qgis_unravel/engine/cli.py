@@ -11,6 +11,7 @@ runs many detections loads each model once.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -51,8 +52,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help=f"IoU of the rotated NMS within and across tiles (default {DEFAULT_MERGE_IOU})")
     parser.add_argument("--max-detections", type=int, help="most detections per tile (default: the model's)")
     parser.add_argument("--batch", type=int, default=2, help="tiles per network call (default 2)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="where the network runs (default auto: CUDA when available)")
+    parser.add_argument("--device", default="auto", type=_device_choice,
+                        help="auto, cpu, cuda or cuda:N (default auto: CUDA when available)")
     parser.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
     parser.add_argument("--bands", help="bands to use as R,G,B, e.g. 3,2,1, or one band for grey")
     parser.add_argument("--range", dest="value_range",
@@ -138,10 +139,20 @@ def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Eve
     return 0
 
 
+def _device_choice(text: str) -> str:
+    """argparse type for --device: auto, cpu, cuda, or cuda:N for the N-th GPU."""
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid device {text!r}: use auto, cpu, cuda or cuda:N")
+
+
 def _device(choice: str) -> str:
     import torch
 
-    if choice == "cuda" and not torch.cuda.is_available():
+    if choice.startswith("cuda:") and torch.cuda.is_available():
+        if int(choice[5:]) >= torch.cuda.device_count():
+            raise UserError(f"--device {choice}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
