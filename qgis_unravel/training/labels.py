@@ -41,11 +41,13 @@ def _open_layer(path: PathLike, layer: Optional[str]):
     ds = ogr.Open(str(path))
     if ds is None:
         raise LabelError(f"cannot open the label file {path}: not a vector dataset GDAL can read")
-    names = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())]
+    # Non-spatial tables (such as QGIS's layer_styles in a styled GeoPackage) are not candidates.
+    names = [ds.GetLayer(i).GetName() for i in range(ds.GetLayerCount())
+             if ds.GetLayer(i).GetGeomType() != ogr.wkbNone]
     if layer is None:
         if len(names) != 1:
             raise LabelError(f"{path} has {len(names)} layers ({', '.join(names)}); choose one with --layer")
-        lyr = ds.GetLayer(0)
+        lyr = ds.GetLayerByName(names[0])
     else:
         lyr = ds.GetLayerByName(layer)
         if lyr is None:
