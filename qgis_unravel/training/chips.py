@@ -19,12 +19,9 @@ def chip_starts(length: int, size: int, overlap: int) -> List[int]:
     """Start offsets along one axis: step ``size - overlap``, the last one ending at the edge."""
     if size <= 0 or overlap < 0 or overlap >= size:
         raise ValueError(f"need 0 <= overlap < size, got size {size}, overlap {overlap}")
-    if length <= size:
-        return [0]
-    step = size - overlap
-    starts = list(range(0, length - size, step))
-    starts.append(length - size)
-    return starts
+    from ..engine.windows import tile_starts  # training chips and detection tiles share one grid rule
+
+    return tile_starts(length, size, overlap)
 
 
 def chip_windows(height: int, width: int, size: int, overlap: int) -> List[Tuple[int, int]]:
