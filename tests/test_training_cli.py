@@ -108,6 +108,38 @@ def test_train_writes_mmrotate_checkpoints_and_resumes(scene, tmp_path, capsys):
     assert torch.load(out / "latest.pth", weights_only=True)["meta"]["iter"] == 3
 
 
+def test_train_with_class_balanced_sampling(scene, tmp_path, capsys):
+    import shutil
+
+    import torch
+    from osgeo import ogr
+
+    _, tif, scene_gpkg, _ = scene
+    gpkg = tmp_path / "labels.gpkg"  # the scene's cars, one of them relabelled as a rare ship
+    shutil.copy(scene_gpkg, gpkg)
+    ds = ogr.Open(str(gpkg), 1)
+    lyr = ds.GetLayer(0)
+    feat = lyr.GetNextFeature()
+    feat.SetField("class", "ship")
+    lyr.SetFeature(feat)
+    ds = None
+    out = tmp_path / "balanced"
+    common = ["train", "--raster", str(tif), "--labels", str(gpkg), "--preset", "pico"]
+    common += ["--tile-size", "128", "--overlap", "32", "--batch-size", "1", "--warmup-iters", "1"]
+    common += ["--classes", ",".join(CLASS_NAMES), "--out", str(out), "--no-progress"]
+    assert main(common + ["--oversample-thr", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --oversample-thr") and "\n" not in err
+    assert main(common + ["--oversample-thr", "1.0", "--iterations", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "class-balanced sampling (threshold 1.0)" in printed
+    plain = int(printed.split(" chips of 128 px")[0].split()[-1])
+    per_pass = int(printed.split("class-balanced sampling (threshold 1.0): ")[1].split()[0])
+    assert per_pass > plain  # with t = 1 the chips holding the ship are repeated
+    meta = torch.load(out / "latest.pth", weights_only=True)["meta"]
+    assert meta["oversample_thr"] == 1.0
+
+
 def _write_detection_layer(path, boxes, names, scores, transform):
     from osgeo import ogr, osr
 

@@ -63,8 +63,15 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         try:
             return int(command(args) or 0)
-        except (UsageError, LabelError, OSError, ValueError, FloatingPointError, PlotError,
-                _EngineUserError) as exc:
+        except (
+            UsageError,
+            LabelError,
+            OSError,
+            ValueError,
+            FloatingPointError,
+            PlotError,
+            _EngineUserError,
+        ) as exc:
             # ValueError covers CheckpointError and other readable input errors; OSError covers
             # unreadable files (rasterio's and GDAL's errors name the file).
             print(f"error: {exc}", file=sys.stderr)
@@ -95,6 +102,13 @@ def add_train(sub) -> None:
     data.add_argument("--classes", help="comma-separated class names, in model order (default: all found)")
     data.add_argument("--tile-size", type=int, default=256, help="chip size in pixels, a multiple of 32")
     data.add_argument("--overlap", type=int, default=64, help="chip overlap in pixels")
+    data.add_argument(
+        "--oversample-thr",
+        type=float,
+        default=0.0,
+        help="show chips of rare classes more often: classes in fewer than this fraction of the "
+        "chips are repeated (mmdet's ClassBalancedDataset; e.g. 0.3; default 0: off)",
+    )
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="tiny", help="fresh architecture: tiny, small, nano or pico")
     model.add_argument("--from-checkpoint", help="start from an Oriented R-CNN checkpoint (classes remapped)")
@@ -144,6 +158,10 @@ def run_train(args) -> int:
 
     if args.tile_size % 32 or args.tile_size < 64:
         raise UsageError(f"--tile-size must be a multiple of 32 and at least 64, got {args.tile_size}")
+    if args.oversample_thr < 0:
+        raise UsageError(
+            f"--oversample-thr must be 0 (off) or a positive fraction, got {args.oversample_thr}"
+        )
     if args.amp and not str(args.device).startswith("cuda"):
         print("note: --amp only applies on CUDA; training in float32 on the CPU")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
@@ -164,6 +182,15 @@ def run_train(args) -> int:
         f"{len(sources)} rasters, {len(dataset)} chips of {args.tile_size} px with {dataset.num_objects()} "
         f"objects; classes: {', '.join(classes)}"
     )
+    if args.oversample_thr > 0:
+        from .balance import class_balanced, class_counts
+
+        dataset = class_balanced(dataset, args.oversample_thr)
+        shown = ", ".join(f"{c} {n}" for c, n in zip(classes, class_counts(dataset, len(classes))))
+        print(
+            f"class-balanced sampling (threshold {args.oversample_thr}): "
+            f"{len(dataset)} chips per pass; objects shown per pass: {shown}"
+        )
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     cfg = TrainConfig(
         iterations=args.iterations,
@@ -176,7 +203,11 @@ def run_train(args) -> int:
         amp=args.amp,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
-        extra_meta={"tile_size": args.tile_size, "overlap": args.overlap},
+        extra_meta={
+            "tile_size": args.tile_size,
+            "overlap": args.overlap,
+            "oversample_thr": args.oversample_thr,
+        },
     )
     trainer = Trainer(_build(args, classes), dataset, cfg, Path(args.out), log=print)
     if args.resume:
