@@ -9,9 +9,9 @@ import pytest
 from qgis_unravel.paths import models_dir
 
 CARD_ID = "demo-unravelnet-synthetic"
-# Measured 0.813 on held-out scenes (seeds 5000-5005, see docs/training.md); the bound leaves room for
-# the smaller sample drawn here.
-MIN_MAP = 0.70
+# The target on held-out scenes. Measured: 0.980 on seeds 5000-5005 and 0.944 on 5000-5023
+# (docs/training.md), 1.000 on the two scenes drawn here (the stage 1 model scored 0.904 on them).
+MIN_MAP = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_demo_model_accuracy_on_held_out_scenes(weights, tmp_path, capsys):
     from qgis_unravel.training.synthetic import write_scene
 
     rasters, labels = [], []
-    for seed in (6001, 6002):  # never used for training (1000-1023) nor for the reported figure
+    for seed in (6001, 6002):  # never used for training (1000-1119) nor for the reported figure
         tif, gpkg = tmp_path / f"s{seed}.tif", tmp_path / f"s{seed}.gpkg"
         write_scene(tif, gpkg, seed, 1024)
         rasters.append(str(tif))
