@@ -5,14 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from qgis_unravel.training.balance import (
-    RepeatedChips,
-    chip_repeats,
-    class_balanced,
-    class_counts,
-    class_repeat_factors,
-)
+from qgis_unravel.training.balance import balanced_chips, chip_repeats, class_counts, class_repeat_factors
 from qgis_unravel.training.chips import Chip
+from qgis_unravel.training.dataset import ChipDataset
 
 
 def _labels():
@@ -46,37 +41,26 @@ def test_exact_square_factor_is_not_rounded_past_itself():
     assert chip_repeats(labels, 2, threshold=0.25) == [1] * 15 + [2]
 
 
-class _Tiny:
-    """A stand-in ChipDataset: chips, classes and an rng, items that name their chip."""
-
-    def __init__(self, labels):
-        self.chips = [Chip(0, 0, 0, 32, np.zeros((len(lab), 5)), np.asarray(lab)) for lab in labels]
-        self.classes = ["a", "b", "c", "d"]
-        self.rng = None
-
-    def __len__(self):
-        return len(self.chips)
-
-    def __getitem__(self, i):
-        return i
-
-    def num_objects(self):
-        return sum(len(c.labels) for c in self.chips)
+def _chips(labels):
+    return [Chip(0, 0, 0, 32, np.zeros((len(lab), 5)), np.asarray(lab)) for lab in labels]
 
 
-def test_repeated_view_lists_chips_and_forwards_the_rest():
-    base = _Tiny(_labels())
-    view = class_balanced(base, threshold=0.5)
-    assert len(view) == 7 + 2 + 2 + 3
-    assert [view[i] for i in range(len(view))] == [0, 1, 2, 3, 4, 5, 6, 7, 7, 8, 8, 9, 9, 9]
-    assert view.num_objects() == base.num_objects()
-    view.rng = "seeded"  # the trainer reseeds the dataset's rng through the view
-    assert base.rng == "seeded"
-    counts = class_counts(view, 4)
+def test_balanced_chips_repeat_rare_chips_in_order_and_counts_follow():
+    chips = _chips(_labels())
+    balanced = balanced_chips(chips, 4, threshold=0.5)
+    assert len(balanced) == 7 + 2 + 2 + 3
+    order = [next(i for i, c in enumerate(chips) if c is chip) for chip in balanced]
+    assert order == [0, 1, 2, 3, 4, 5, 6, 7, 7, 8, 8, 9, 9, 9]
+    counts = class_counts(balanced, 4)
     assert counts.tolist() == [7 * 2 + 2 * 1 + 2 * 2 + 3 * 1, 2 * 1 + 2 * 1, 3, 0]
-    assert class_counts(base, 4).tolist() == [7 * 2 + 1 + 2 + 1, 2, 1, 0]
+    assert class_counts(chips, 4).tolist() == [7 * 2 + 1 + 2 + 1, 2, 1, 0]
 
 
-def test_repeat_counts_must_match_the_dataset():
-    with pytest.raises(ValueError, match="repeat counts"):
-        RepeatedChips(_Tiny(_labels()), [1, 2])
+def test_chip_dataset_oversamples_in_place():
+    dataset = ChipDataset.__new__(ChipDataset)  # the chip list only; no rasters needed
+    dataset.chips, dataset.classes = _chips(_labels()), ["a", "b", "c", "d"]
+    objects = dataset.num_objects()
+    dataset.oversample_rare_classes(0.5)
+    assert len(dataset) == 14 and dataset.num_objects() > objects
+    dataset.oversample_rare_classes(0.0)  # off: nothing changes
+    assert len(dataset) == 14

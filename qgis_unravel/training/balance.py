@@ -17,6 +17,8 @@ from typing import List, Sequence
 
 import numpy as np
 
+from .chips import Chip
+
 
 def class_repeat_factors(chip_labels: Sequence[np.ndarray], num_classes: int, threshold: float) -> np.ndarray:
     """``r(c)`` for every class (1 for classes absent from all chips)."""
@@ -44,46 +46,15 @@ def chip_repeats(chip_labels: Sequence[np.ndarray], num_classes: int, threshold:
     return repeats
 
 
-class RepeatedChips:
-    """A view of a chip dataset in which chip ``i`` appears ``repeats[i]`` times.
-
-    It forwards everything else (``rng``, ``classes``, ``num_objects`` ...) to the wrapped
-    dataset, so the trainer uses it as it uses the dataset itself.
-    """
-
-    def __init__(self, dataset, repeats: Sequence[int]) -> None:
-        if len(repeats) != len(dataset):
-            raise ValueError(f"{len(repeats)} repeat counts for {len(dataset)} chips")
-        self.dataset = dataset
-        self.index = np.repeat(np.arange(len(dataset)), np.asarray(repeats, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int):
-        return self.dataset[int(self.index[i])]
-
-    def __getattr__(self, name: str):
-        return getattr(self.dataset, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in ("dataset", "index"):
-            object.__setattr__(self, name, value)
-        else:  # e.g. the trainer reseeding ``rng`` each iteration
-            setattr(self.dataset, name, value)
+def balanced_chips(chips: Sequence[Chip], num_classes: int, threshold: float) -> List[Chip]:
+    """The chips with each one listed ``chip_repeats`` times, in their original order."""
+    repeats = chip_repeats([chip.labels for chip in chips], num_classes, threshold)
+    return [chip for chip, r in zip(chips, repeats) for _ in range(r)]
 
 
-def class_balanced(dataset, threshold: float) -> RepeatedChips:
-    """Wrap a ChipDataset with repeat-factor sampling at ``threshold``."""
-    labels = [chip.labels for chip in dataset.chips]
-    return RepeatedChips(dataset, chip_repeats(labels, len(dataset.classes), threshold))
-
-
-def class_counts(dataset, num_classes: int) -> np.ndarray:
-    """Objects per class as the sampler shows them in one pass (repeats counted)."""
+def class_counts(chips: Sequence[Chip], num_classes: int) -> np.ndarray:
+    """Objects per class in one pass over ``chips`` (a chip listed twice counts twice)."""
     counts = np.zeros(num_classes, dtype=np.int64)
-    chips = dataset.dataset.chips if isinstance(dataset, RepeatedChips) else dataset.chips
-    index = dataset.index if isinstance(dataset, RepeatedChips) else np.arange(len(chips))
-    for i in index:
-        counts += np.bincount(chips[int(i)].labels, minlength=num_classes)[:num_classes]
+    for chip in chips:
+        counts += np.bincount(chip.labels, minlength=num_classes)[:num_classes]
     return counts

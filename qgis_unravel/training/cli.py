@@ -183,10 +183,10 @@ def run_train(args) -> int:
         f"objects; classes: {', '.join(classes)}"
     )
     if args.oversample_thr > 0:
-        from .balance import class_balanced, class_counts
+        from .balance import class_counts
 
-        dataset = class_balanced(dataset, args.oversample_thr)
-        shown = ", ".join(f"{c} {n}" for c, n in zip(classes, class_counts(dataset, len(classes))))
+        dataset.oversample_rare_classes(args.oversample_thr)
+        shown = ", ".join(f"{c} {n}" for c, n in zip(classes, class_counts(dataset.chips, len(classes))))
         print(
             f"class-balanced sampling (threshold {args.oversample_thr}): "
             f"{len(dataset)} chips per pass; objects shown per pass: {shown}"

@@ -95,6 +95,12 @@ class ChipDataset(torch.utils.data.Dataset):
     def num_objects(self) -> int:
         return int(sum(len(c.labels) for c in self.chips))
 
+    def oversample_rare_classes(self, threshold: float) -> None:
+        """List the chips of rare classes several times (repeat-factor rule, see balance.py)."""
+        from .balance import balanced_chips
+
+        self.chips = balanced_chips(self.chips, len(self.classes), threshold)
+
 
 def collate(samples) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
     """Normalised (B, 3, S, S) batch plus per-image box (N, 5) and label (N,) tensors."""
