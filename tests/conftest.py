@@ -33,5 +33,15 @@ def golden_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reduced_golden(golden_dir):
+    """(state dict, reference tensors) of the golden reduced UnravelNet model, read once."""
+    import numpy as np
+    import torch
+
+    checkpoint = torch.load(golden_dir / "reduced_model.pth", map_location="cpu", weights_only=True)
+    return checkpoint["state_dict"], np.load(golden_dir / "reduced_model_io.npz")
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from qgis_unravel.detector import CheckpointError, OrientedRCNN, load_detector, save_checkpoint
+from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.detector.config import DOTA_V1_CLASSES
 
 
@@ -115,7 +116,7 @@ def test_retinanet_is_refused(tmp_path, reduced):
 
 def test_backbone_only_file_is_refused(tmp_path, reduced):
     sd, _ = reduced
-    cls_only = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    cls_only = strip_prefix(sd, "backbone.")
     cls_only["head.fc.weight"] = torch.zeros(1000, 128)
     with pytest.raises(CheckpointError, match="backbone-only"):
         load_detector(save(cls_only, tmp_path))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from qgis_unravel.detector.backbones.unravelnet import build_from_state_dict as build_backbone
+from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.detector.fpn import FPN, build_from_state_dict
 
 NECKS = {"tiny": ([32, 64, 128, 256], 2_484_224), "small": ([64, 128, 256, 512], 2_607_104)}
@@ -22,21 +22,11 @@ def read_key_list(path, prefix):
     return rows
 
 
-def strip(state_dict, prefix):
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
 @pytest.fixture(scope="module")
-def reduced(golden_dir):
-    checkpoint = torch.load(golden_dir / "reduced_model.pth", map_location="cpu", weights_only=True)
-    return checkpoint["state_dict"], np.load(golden_dir / "reduced_model_io.npz")
-
-
-@pytest.fixture(scope="module")
-def reduced_neck(reduced):
-    state_dict, _ = reduced
+def reduced_neck(reduced_golden):
+    state_dict, _ = reduced_golden
     neck = build_from_state_dict(state_dict)
-    neck.load_state_dict(strip(state_dict, "neck."), strict=True)
+    neck.load_state_dict(strip_prefix(state_dict, "neck."), strict=True)
     return neck.eval()
 
 
@@ -49,16 +39,16 @@ def test_full_size_keys_and_parameter_count_match_mmdet(golden_dir, variant):
     assert sum(p.numel() for p in neck.parameters()) == n_params
 
 
-def test_build_from_state_dict_reads_widths(reduced):
-    state_dict, _ = reduced
+def test_build_from_state_dict_reads_widths(reduced_golden):
+    state_dict, _ = reduced_golden
     neck = build_from_state_dict(state_dict)
     assert neck.in_channels == [16, 32, 64, 128]
     assert neck.out_channels == 64
     assert neck.num_outs == 5
 
 
-def test_reduced_neck_matches_mmdet_on_golden_features(reduced, reduced_neck):
-    _, io = reduced
+def test_reduced_neck_matches_mmdet_on_golden_features(reduced_golden, reduced_neck):
+    _, io = reduced_golden
     feats = [torch.from_numpy(io[f"backbone_out{i}"])[None] for i in range(4)]
     with torch.inference_mode():
         outs = reduced_neck(feats)
@@ -69,10 +59,10 @@ def test_reduced_neck_matches_mmdet_on_golden_features(reduced, reduced_neck):
         torch.testing.assert_close(out[0], ref, atol=1e-4, rtol=1e-4)
 
 
-def test_backbone_then_neck_matches_mmdet_end_to_end(reduced, reduced_neck):
-    state_dict, io = reduced
+def test_backbone_then_neck_matches_mmdet_end_to_end(reduced_golden, reduced_neck):
+    state_dict, io = reduced_golden
     backbone = build_backbone(state_dict)
-    backbone.load_state_dict(strip(state_dict, "backbone."), strict=True)
+    backbone.load_state_dict(strip_prefix(state_dict, "backbone."), strict=True)
     backbone.eval()
     with torch.inference_mode():
         outs = reduced_neck(backbone(torch.from_numpy(io["input"])[None]))
@@ -110,10 +100,10 @@ def test_wrong_number_of_inputs_is_a_clear_error():
         neck([torch.zeros(1, 4, 8, 8)])
 
 
-def test_build_rejects_missing_or_extra_conv_necks(reduced):
+def test_build_rejects_missing_or_extra_conv_necks(reduced_golden):
     with pytest.raises(ValueError, match="no FPN neck"):
         build_from_state_dict({"backbone.x": torch.zeros(1)})
-    state_dict, _ = reduced
+    state_dict, _ = reduced_golden
     with_extra = dict(state_dict)
     with_extra["neck.fpn_convs.4.conv.weight"] = torch.zeros(64, 64, 3, 3)
     with pytest.raises(ValueError, match="extra output convs"):

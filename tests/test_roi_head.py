@@ -8,36 +8,30 @@ import numpy as np
 import pytest
 import torch
 
+from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.detector.roi_head import OrientedRoIHead, map_roi_levels, rois_from_proposals
 
 GOLDEN_SCORE_THR = 0.201596
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir):
-    io = np.load(golden_dir / "reduced_model_io.npz")
-    ckpt = torch.load(golden_dir / "reduced_model.pth", map_location="cpu", weights_only=True)
-    return io, ckpt["state_dict"]
-
-
-@pytest.fixture(scope="module")
-def head(golden):
-    _, sd = golden
+def head(reduced_golden):
+    sd, _ = reduced_golden
     roi = OrientedRoIHead(64, 128, 15).eval()
-    roi.load_state_dict({k[len("roi_head.") :]: v for k, v in sd.items() if k.startswith("roi_head.")})
+    roi.load_state_dict(strip_prefix(sd, "roi_head."))
     roi.test_cfg.score_thr = GOLDEN_SCORE_THR
     return roi
 
 
 @pytest.fixture(scope="module")
-def feats(golden):
-    io, _ = golden
+def feats(reduced_golden):
+    _, io = reduced_golden
     return [torch.from_numpy(io[f"fpn_out{i}"])[None] for i in range(5)]
 
 
 @pytest.fixture(scope="module")
-def rois(golden):
-    io, _ = golden
+def rois(reduced_golden):
+    _, io = reduced_golden
     return rois_from_proposals([torch.from_numpy(io["proposals"])])
 
 
@@ -58,8 +52,8 @@ def assert_dets_close(boxes, scores, expected: np.ndarray) -> None:
     torch.testing.assert_close(scores, expected_t[:, 5], atol=1e-5, rtol=0)
 
 
-def test_roi_levels_match_mmrotate(golden, rois):
-    io, _ = golden
+def test_roi_levels_match_mmrotate(reduced_golden, rois):
+    _, io = reduced_golden
     levels = map_roi_levels(rois, 4)
     assert torch.equal(levels, torch.from_numpy(io["roi_levels"]))
     assert len(set(levels.tolist())) > 1  # several levels are exercised
@@ -73,30 +67,30 @@ def test_roi_level_thresholds():
     assert map_roi_levels(rois, 4).tolist() == [0, 0, 0, 1, 2, 3, 3]
 
 
-def test_roi_features_match_mmrotate(golden, head, feats, rois):
-    io, _ = golden
+def test_roi_features_match_mmrotate(reduced_golden, head, feats, rois):
+    _, io = reduced_golden
     with torch.inference_mode():
         out = head.extract(feats, rois[:32])
     torch.testing.assert_close(out, torch.from_numpy(io["roi_feats_first32"]), atol=1e-4, rtol=1e-4)
 
 
-def test_box_head_outputs_match_mmrotate(golden, raw):
-    io, _ = golden
+def test_box_head_outputs_match_mmrotate(reduced_golden, raw):
+    _, io = reduced_golden
     cls_score, bbox_pred = raw
     torch.testing.assert_close(cls_score, torch.from_numpy(io["roi_cls_score"]), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(bbox_pred, torch.from_numpy(io["roi_bbox_pred"]), atol=1e-4, rtol=1e-4)
 
 
-def test_detections_match_mmrotate(golden, head, rois, raw):
-    io, _ = golden
+def test_detections_match_mmrotate(reduced_golden, head, rois, raw):
+    _, io = reduced_golden
     with torch.inference_mode():
         ((boxes, scores, labels),) = head.postprocess(rois, *raw, [(256, 256)])
     assert_dets_close(boxes, scores, io["det_bboxes"])
     assert torch.equal(labels, torch.from_numpy(io["det_labels"]))
 
 
-def test_detections_per_class_match_simple_test(golden, head, rois, raw):
-    io, _ = golden
+def test_detections_per_class_match_simple_test(reduced_golden, head, rois, raw):
+    _, io = reduced_golden
     with torch.inference_mode():
         ((boxes, scores, labels),) = head.postprocess(rois, *raw, [(256, 256)])
     for cls in range(15):
@@ -104,9 +98,9 @@ def test_detections_per_class_match_simple_test(golden, head, rois, raw):
         assert_dets_close(boxes[mask], scores[mask], io[f"det_cls{cls:02d}"])
 
 
-def test_postprocess_keeps_images_apart(golden, head, feats, rois):
+def test_postprocess_keeps_images_apart(reduced_golden, head, feats, rois):
     """Two images in one batch: the second's RoIs pool from the second map, NMS stays per image."""
-    io, _ = golden
+    _, io = reduced_golden
     feats2 = [torch.cat([torch.zeros_like(f), f]) for f in feats]
     two = torch.cat([rois[:500], rois])
     two[:500, 0] = 0
@@ -119,8 +113,8 @@ def test_postprocess_keeps_images_apart(golden, head, feats, rois):
     assert_dets_close(boxes, scores, io["det_bboxes"])
 
 
-def test_score_threshold_and_max_per_img_are_applied(golden, head, rois, raw):
-    io, _ = golden
+def test_score_threshold_and_max_per_img_are_applied(reduced_golden, head, rois, raw):
+    _, io = reduced_golden
     head.test_cfg.max_per_img = 10
     try:
         with torch.inference_mode():

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
+from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.detector.rpn import OrientedRPNHead
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir):
-    io = np.load(golden_dir / "reduced_model_io.npz")
-    ckpt = torch.load(golden_dir / "reduced_model.pth", map_location="cpu", weights_only=True)
-    return io, ckpt["state_dict"]
-
-
-@pytest.fixture(scope="module")
-def head(golden):
-    _, sd = golden
+def head(reduced_golden):
+    sd, _ = reduced_golden
     rpn = OrientedRPNHead(64, 64).eval()
-    rpn.load_state_dict({k[len("rpn_head.") :]: v for k, v in sd.items() if k.startswith("rpn_head.")})
+    rpn.load_state_dict(strip_prefix(sd, "rpn_head."))
     return rpn
 
 
@@ -38,8 +31,8 @@ def assert_proposals_close(actual: torch.Tensor, expected: torch.Tensor) -> None
     torch.testing.assert_close(actual[:, 5], expected[:, 5], atol=1e-5, rtol=0)
 
 
-def test_rpn_raw_maps_match_mmrotate(golden, head):
-    io, _ = golden
+def test_rpn_raw_maps_match_mmrotate(reduced_golden, head):
+    _, io = reduced_golden
     with torch.inference_mode():
         cls_scores, bbox_preds = head(fpn_maps(io))
     for level in range(5):
@@ -51,8 +44,8 @@ def test_rpn_raw_maps_match_mmrotate(golden, head):
         )
 
 
-def test_proposals_from_golden_maps_match_mmrotate(golden, head):
-    io, _ = golden
+def test_proposals_from_golden_maps_match_mmrotate(reduced_golden, head):
+    _, io = reduced_golden
     cls_scores = [torch.from_numpy(io[f"rpn_cls_score_l{i}"])[None] for i in range(5)]
     bbox_preds = [torch.from_numpy(io[f"rpn_bbox_pred_l{i}"])[None] for i in range(5)]
     with torch.inference_mode():
@@ -60,10 +53,10 @@ def test_proposals_from_golden_maps_match_mmrotate(golden, head):
     assert_proposals_close(proposals, torch.from_numpy(io["proposals"]))
 
 
-def test_proposals_are_per_image_in_a_batch_and_cut_at_max_per_img(golden, head):
+def test_proposals_are_per_image_in_a_batch_and_cut_at_max_per_img(reduced_golden, head):
     """Two copies of the FPN maps (the chain fpn -> maps -> proposals) give the golden
     proposals twice, with no mixing across images, cut at a lowered max_per_img."""
-    io, _ = golden
+    _, io = reduced_golden
     head.test_cfg.max_per_img = 300
     try:
         with torch.inference_mode():

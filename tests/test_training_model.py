@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.training.model import PRESETS, build_model, from_detector_checkpoint, load_backbone
 
 
@@ -44,7 +45,7 @@ def test_backbone_weights_load_and_misfits_are_refused(golden_dir, tmp_path):
     from qgis_unravel.detector.checkpoint import read_checkpoint
 
     sd, _ = read_checkpoint(golden_dir / "reduced_model.pth")
-    backbone = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    backbone = strip_prefix(sd, "backbone.")
     backbone["head.weight"] = torch.zeros(1000, 128)  # an ImageNet classifier, skipped
     torch.save({"state_dict": backbone}, tmp_path / "imagenet.pth")
     model = build_model(PRESETS["nano"], ["a"])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from qgis_unravel.detector.backbones import common, unravelnet
 from qgis_unravel.detector.backbones.unravelnet import MRA, UnravelNet, build_from_state_dict, matches
+from qgis_unravel.detector.checkpoint import strip_prefix
 
 PARAMS = {"tiny": (32, 9_679_161), "small": (64, 13_986_581)}
 
@@ -25,15 +25,8 @@ def read_key_list(path, prefix):
 
 
 @pytest.fixture(scope="module")
-def reduced(golden_dir):
-    checkpoint = torch.load(golden_dir / "reduced_model.pth", map_location="cpu", weights_only=True)
-    io = np.load(golden_dir / "reduced_model_io.npz")
-    return checkpoint["state_dict"], io
-
-
-@pytest.fixture(scope="module")
-def reduced_backbone(reduced):
-    state_dict, _ = reduced
+def reduced_backbone(reduced_golden):
+    state_dict, _ = reduced_golden
     model = build_from_state_dict(state_dict)
     model.load_state_dict({k[9:]: v for k, v in state_dict.items() if k.startswith("backbone.")}, strict=True)
     return model.eval()
@@ -72,8 +65,8 @@ def test_blurpool_pads_by_reflection_1_before_2_after():
     torch.testing.assert_close(pool(x)[0, 0], expected)
 
 
-def test_build_from_state_dict_infers_the_reduced_config(reduced):
-    state_dict, _ = reduced
+def test_build_from_state_dict_infers_the_reduced_config(reduced_golden):
+    state_dict, _ = reduced_golden
     assert matches(state_dict)
     assert not matches({"neck.lateral_convs.0.conv.weight": torch.zeros(1)})
     config = unravelnet.infer_config(state_dict)
@@ -83,15 +76,15 @@ def test_build_from_state_dict_infers_the_reduced_config(reduced):
     assert config["mlp_ratio"] == 2.0
 
 
-def test_build_from_state_dict_reads_any_prefix(reduced):
-    state_dict, _ = reduced
-    bare = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+def test_build_from_state_dict_reads_any_prefix(reduced_golden):
+    state_dict, _ = reduced_golden
+    bare = strip_prefix(state_dict, "backbone.")
     model = build_from_state_dict(bare, prefix="")
     model.load_state_dict(bare, strict=True)
 
 
-def test_build_from_state_dict_reports_a_shape_mismatch(reduced):
-    state_dict, _ = reduced
+def test_build_from_state_dict_reports_a_shape_mismatch(reduced_golden):
+    state_dict, _ = reduced_golden
     damaged = dict(state_dict)
     damaged["backbone.stages.0.blocks.0.edge.block.3.weight"] = torch.zeros(256, 32, 3, 3)
     damaged["backbone.stages.0.blocks.0.PA.p_conv.1.extra"] = torch.zeros(1)
@@ -104,8 +97,8 @@ def test_build_from_state_dict_rejects_other_checkpoints():
         build_from_state_dict({"backbone.patch_embed.weight": torch.zeros(1)})
 
 
-def test_reduced_model_matches_mmrotate_outputs(reduced, reduced_backbone):
-    _, io = reduced
+def test_reduced_model_matches_mmrotate_outputs(reduced_golden, reduced_backbone):
+    _, io = reduced_golden
     with torch.inference_mode():
         outs = reduced_backbone(torch.from_numpy(io["input"])[None])
     assert len(outs) == 4
@@ -115,9 +108,9 @@ def test_reduced_model_matches_mmrotate_outputs(reduced, reduced_backbone):
         torch.testing.assert_close(out[0], ref, atol=1e-4, rtol=1e-4)
 
 
-def test_fast_mode_folds_bn_and_still_matches_mmrotate(reduced, reduced_backbone, monkeypatch):
+def test_fast_mode_folds_bn_and_still_matches_mmrotate(reduced_golden, reduced_backbone, monkeypatch):
     """``fast`` folds BatchNorms into the convs: same function, other rounding."""
-    _, io = reduced
+    _, io = reduced_golden
     folds = []
     real_params = common.folded_params
     monkeypatch.setattr(unravelnet, "folded_params", lambda *a: folds.append(1) or real_params(*a))
@@ -130,9 +123,9 @@ def test_fast_mode_folds_bn_and_still_matches_mmrotate(reduced, reduced_backbone
         torch.testing.assert_close(out[0], torch.from_numpy(io[f"backbone_out{i}"]), atol=1e-4, rtol=1e-4)
 
 
-def test_fast_channels_last_option_matches_mmrotate_loosely(reduced, reduced_backbone, monkeypatch):
+def test_fast_channels_last_option_matches_mmrotate_loosely(reduced_golden, reduced_backbone, monkeypatch):
     """Channels-last (off by default even in fast mode) reorders rounding more: 2e-4 here."""
-    _, io = reduced
+    _, io = reduced_golden
     monkeypatch.setattr(reduced_backbone, "fast", True)
     monkeypatch.setattr(reduced_backbone, "channels_last_when_fast", True)
     with torch.inference_mode():
@@ -142,8 +135,8 @@ def test_fast_channels_last_option_matches_mmrotate_loosely(reduced, reduced_bac
         torch.testing.assert_close(out[0], torch.from_numpy(io[f"backbone_out{i}"]), atol=2e-4, rtol=2e-4)
 
 
-def test_default_mode_does_not_fold(reduced, reduced_backbone, monkeypatch):
-    _, io = reduced
+def test_default_mode_does_not_fold(reduced_golden, reduced_backbone, monkeypatch):
+    _, io = reduced_golden
     assert reduced_backbone.fast is False
     monkeypatch.setattr(common, "folded_params", lambda *a: pytest.fail("folded outside fast mode"))
     monkeypatch.setattr(unravelnet, "folded_params", lambda *a: pytest.fail("folded outside fast mode"))

@@ -101,6 +101,11 @@ def _load_weights_only(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> StateDict:
+    """The tensors under ``prefix`` (e.g. ``"backbone."``), keyed without it; others dropped."""
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def split_checkpoint(obj: Any, name: str = "checkpoint") -> Tuple[StateDict, Dict[str, Any]]:
     """Take the state dict and meta out of a loaded object (mmcv format or bare dict)."""
     if not isinstance(obj, Mapping):
@@ -116,7 +121,7 @@ def split_checkpoint(obj: Any, name: str = "checkpoint") -> Tuple[StateDict, Dic
     if not tensors:
         raise CheckpointError(f"{name} holds no tensors; it is not a model checkpoint")
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+        tensors = strip_prefix(tensors, "module.")
     return tensors, meta
 
 

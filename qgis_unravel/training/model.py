@@ -127,11 +127,11 @@ def load_backbone(detector: nn.Module, path: PathLike) -> Tuple[int, int]:
 
     Classifier tensors (``head.*``) are skipped; the file must fit the backbone's widths.
     """
-    from ..detector.checkpoint import read_checkpoint
+    from ..detector.checkpoint import read_checkpoint, strip_prefix
 
     sd, _ = read_checkpoint(path)
     if any(k.startswith("backbone.") for k in sd):
-        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+        sd = strip_prefix(sd, "backbone.")
     target = detector.backbone.state_dict()
     usable = {k: v for k, v in sd.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
     wrong = [k for k, v in sd.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]

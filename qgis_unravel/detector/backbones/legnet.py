@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import strip_prefix
 from .common import fused_conv_bn, run_sequential
 
 __all__ = [
@@ -544,10 +545,6 @@ def remap_legacy_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _strip(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
 def _shape(sd: Mapping[str, Tensor], key: str) -> torch.Size:
     if key not in sd:
         raise ValueError(f"LEGNet checkpoint is missing '{key}'; is it a complete LEGNet backbone?")
@@ -623,7 +620,7 @@ def build_from_state_dict(
     naming the offending keys. Weights are not loaded when ``load_weights`` is False or the
     tensors live on the meta device (shape-only builds). The model is returned in eval mode.
     """
-    sd = remap_legacy_keys(_strip(state_dict, prefix))
+    sd = remap_legacy_keys(strip_prefix(state_dict, prefix))
     if _MARKER_KEY not in sd:
         raise ValueError(f"not a LEGNet checkpoint: '{prefix}{_MARKER_KEY}' is missing")
     _complete_aliases(sd)
