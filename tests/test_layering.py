@@ -22,7 +22,8 @@ ALLOWED = {
     "engine": {"detector", "ops", "worker"},
     "training": {"detector", "ops", "engine", "zoo", "synthetic"},
     "app": {"detector", "ops", "engine", "worker", "zoo", "training", "synthetic"},
-    "plugin": {"worker", "zoo", "engine.style"},  # engine.style: the QML builder, pure Python
+    # engine.style: the QML builder; engine.spec/errors: the RunSpec the plugin fills (pure Python)
+    "plugin": {"worker", "zoo", "engine.style", "engine.spec", "engine.errors"},
 }
 
 

@@ -3,7 +3,7 @@
 The public entry points are loaded on first use, so ``import qgis_unravel.engine`` stays
 cheap (no GDAL, rasterio or torch until something needs them)::
 
-    from qgis_unravel.engine import DetectOptions, detect_raster, write_detections
+    from qgis_unravel.engine import RunSpec, detect_raster, write_detections
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "DetectOptions": ".options",
+    "RunSpec": ".spec",
+    "ModelDefaults": ".spec",
+    "Detector": ".contract",
     "detect_raster": ".detect",
     "write_detections": ".writer",
     "RasterDetections": ".result",
