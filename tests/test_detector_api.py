@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from qgis_unravel.detector import OrientedRCNN, load_detector
-from qgis_unravel.detector.checkpoint import build_detector
+from qgis_unravel.detector.checkpoint import build_detector, load_detector
 from qgis_unravel.detector.config import Thresholds
+from qgis_unravel.detector.oriented_rcnn import OrientedRCNN
 from qgis_unravel.detector.preprocess import make_batch, padded_size
 
 # (key list, parameters() count from the golden README)
@@ -162,3 +162,16 @@ def test_forward_rejects_bad_batches(unravel, legnet):
         legnet(torch.zeros(1, 4, 32, 32))
     with pytest.raises(ValueError, match="B, 3, H, W"):
         legnet(torch.zeros(3, 32, 32))
+
+
+def test_normalisation_is_per_call_and_follows_the_channel_order(scene):
+    from qgis_unravel.detector.config import Normalization
+
+    crop = np.ascontiguousarray(scene[:64, :64])
+    rgb = make_batch([crop], (64, 64), torch.device("cpu"))
+    bgr = make_batch([crop], (64, 64), torch.device("cpu"),
+                     Normalization(mean=(103.53, 116.28, 123.675), std=(57.375, 57.12, 58.395),
+                                   channel_order="BGR"))
+    assert torch.allclose(bgr, rgb.flip(1))  # same statistics, channels reversed
+    plain = make_batch([crop], (64, 64), torch.device("cpu"), Normalization((0.0,) * 3, (1.0,) * 3))
+    assert torch.equal(plain[0], torch.from_numpy(crop).permute(2, 0, 1).float())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qgis_unravel.detector import load_detector
+from qgis_unravel.detector.checkpoint import load_detector
 from qgis_unravel.detector.preprocess import make_batch
 
 MODELS = {

@@ -10,7 +10,7 @@ from osgeo import ogr, osr
 from rasterio.transform import from_origin
 from test_engine_fakes import BrightObjectDetector, scene, write_raster
 
-from qgis_unravel.detector.config import Thresholds
+from qgis_unravel.detector.config import Normalization, Thresholds
 from qgis_unravel.engine.detect import detect_raster
 from qgis_unravel.engine.errors import UserError
 from qgis_unravel.engine.georef import apply_affine, box_corners
@@ -184,6 +184,14 @@ def test_thresholds_go_to_the_detector_with_each_call_and_never_stick(tmp_path):
     assert det.thresholds[-1].score == 0.05  # the global default: this detector has no card
     after = {k: v for k, v in vars(det).items() if k not in ("thresholds", "calls", "shapes")}
     assert after == vars_before
+
+
+def test_the_card_normalisation_reaches_the_detector(tmp_path):
+    path = write_raster(tmp_path / "n.tif", scene(64, 64, []))
+    det = BrightObjectDetector()
+    card = ModelDefaults(mean=(10.0, 20.0, 30.0), std=(2.0, 3.0, 4.0), channel_order="BGR")
+    detect_raster(path, det, RunSpec(tile_size=64, overlap=0).resolve(card))
+    assert det.normalizations[-1] == Normalization((10.0, 20.0, 30.0), (2.0, 3.0, 4.0), "BGR")
 
 
 def test_class_filter_keeps_only_the_named_classes_and_rejects_unknown_names(tmp_path):

@@ -33,6 +33,7 @@ class BrightObjectDetector:
         self.calls: List[int] = []  # batch sizes seen
         self.shapes: List[tuple] = []
         self.thresholds: List[Thresholds] = []  # what each call was given
+        self.normalizations: List[Normalization] = []
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 4, *,
                 thresholds: Optional[Thresholds] = None, normalization: Optional[Normalization] = None,
@@ -40,6 +41,7 @@ class BrightObjectDetector:
         thresholds = thresholds or Thresholds()
         self.calls.append(len(images))
         self.thresholds.append(thresholds)
+        self.normalizations.append(normalization or Normalization())
         return [self._one(np.asarray(img), thresholds) for img in images]
 
     def _one(self, img: np.ndarray, th: Thresholds) -> dict:

@@ -35,7 +35,7 @@ from ... import paths
 from ...engine.spec import RunSpec
 from .. import extent as extents
 from .. import raster_source, results, runtime, settings, styling
-from ..jobs import known_classes, temp_dir
+from ..jobs import known_classes, recommended_spec, temp_dir
 from ..request import SpecError, build_spec, parse_classes
 from ..worker_client import WorkerError
 
@@ -58,6 +58,22 @@ class StyleByClass(QgsProcessingLayerPostProcessorInterface):
             styling.apply_labels(layer, self.labels)
 
 
+def card_settings_text() -> str:
+    """One line per model card: the settings an empty knob takes for that model."""
+    try:
+        from ...zoo import list_cards
+
+        cards = list_cards()
+    except Exception:  # a broken card folder must not break the help text
+        return ""
+    lines = []
+    for card in cards:
+        spec = recommended_spec(card.id)
+        lines.append(f"{card.id}: tile {spec.tile_size}, overlap {spec.overlap}, "
+                     f"score {spec.score_threshold:g}, NMS IoU {spec.nms_iou:g}")
+    return "\n".join(lines)
+
+
 class DetectAlgorithm(QgsProcessingAlgorithm):
     INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
     TILE, OVERLAP, BATCH, SCORE, IOU = "TILE", "OVERLAP", "BATCH", "SCORE", "IOU"
@@ -75,7 +91,8 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                 "UnravelNet or LEGNet Oriented R-CNN and writes one oriented box polygon per object, "
                 "with class, score, angle and size. MODEL is a model card name (see models/) or the "
                 "path of an mmrotate checkpoint. The network runs in a separate Python process "
-                "that must have PyTorch installed.")
+                "that must have PyTorch installed.\n\nLeave TILE, OVERLAP, BATCH, SCORE and IOU "
+                "empty to use the model's own settings (its card):\n" + card_settings_text())
 
     def icon(self) -> QIcon:
         return QIcon(str(paths.resources_dir() / "icons" / "unravel.svg"))
