@@ -24,7 +24,7 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, Q
 from qgis_unravel.app.demo import DEMO_MODEL
 from qgis_unravel.engine.spec import RunSpec
 from qgis_unravel.paths import models_dir
-from qgis_unravel.plugin import jobs, runtime, settings
+from qgis_unravel.plugin import runtime, settings
 from qgis_unravel.plugin.runner import Runner
 
 REPO = Path(__file__).resolve().parents[1]
