@@ -181,7 +181,7 @@ def test_non_file_layer_is_exported_for_the_view(qgis_iface, raster_path, qgis_n
     canvas.setDestinationCrs(virtual.crs())
     canvas.setExtent(QgsRectangle(ORIGIN_X, ORIGIN_Y - 32, ORIGIN_X + 32, ORIGIN_Y))
     job = jobs.build_job(settings.Choices(model="m.pth", extent_mode="canvas"), virtual, canvas)
-    assert job.export is not None and job.request.source == "" and job.request.aoi is None
+    assert job.export is not None and job.request.input == "" and job.request.aoi is None
     path = job.export.write(str(tmp_path))
     with rasterio.open(path) as ds:
         assert ds.crs.to_epsg() == 32633
