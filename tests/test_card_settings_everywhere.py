@@ -10,16 +10,15 @@ found fewer ships.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import time
-import zipfile
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+from test_plugin_task import wait_for
+from test_processing_detect import install_plugin_zip
 
 from qgis_unravel.app.demo import DEMO_MODEL
 from qgis_unravel.engine.spec import RunSpec
@@ -60,30 +59,6 @@ def demo(tmp_path_factory) -> dict:
     expected = objects(QgsVectorLayer(f"{out / 'detections.gpkg'}|layername=detections", "demo", "ogr"))
     assert len(expected) > 20 and any(name == "ship" for name, *_ in expected)
     return {"raster": out / "example_scene.tif", "objects": expected}
-
-
-@pytest.fixture(scope="module")
-def engine_client():
-    QgsSettings().remove("qgis_unravel/worker_python")
-    runtime.set_keep_warm(True)
-    return runtime.client()
-
-
-@pytest.fixture
-def clean_choices():
-    QgsSettings().remove("qgis_unravel")
-    yield
-    QgsSettings().remove("qgis_unravel")
-
-
-def wait_for(runner: Runner, task, timeout_s: float = 600.0) -> None:
-    ended = []
-    runner.taskEnded.connect(lambda t: ended.append(t))
-    deadline = time.monotonic() + timeout_s
-    while task not in ended and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.05)
-    assert task in ended, "the task did not finish in time"
 
 
 def assert_card_settings_ran(result: dict) -> None:
@@ -153,21 +128,10 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
 
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
 def test_qgis_process_without_tiling_finds_what_the_demo_finds(demo, tmp_path):
-    dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, str(REPO / "scripts" / "build_plugin.py"), "--out", str(dist)],
-                           capture_output=True, text=True, timeout=120)
-    assert built.returncode == 0, built.stderr
-    profile = tmp_path / "config"
-    plugins = profile / "profiles" / "default" / "python" / "plugins"
-    zipfile.ZipFile(built.stdout.strip().splitlines()[-1]).extractall(plugins)
-    weights = plugins / "qgis_unravel" / "models" / f"{DEMO_MODEL}.pth"
+    env, plugin = install_plugin_zip(tmp_path)
+    weights = plugin / "models" / f"{DEMO_MODEL}.pth"
     if not weights.is_file():  # the zip carries the cards; the demo weights may come separately
         shutil.copy(models_dir() / f"{DEMO_MODEL}.pth", weights)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
-               QGIS_UNRAVEL_PYTHON=str(VENV_PYTHON))
-    enabled = subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "qgis_unravel"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     out = tmp_path / "processing.gpkg"
     args = [f"--INPUT={demo['raster']}", f"--MODEL={DEMO_MODEL}", "--DEVICE=1", f"--OUTPUT={out}"]
     run = subprocess.run([str(QGIS_PROCESS), "run", "unravel:detect", *args], env=env,
