@@ -90,7 +90,7 @@ def test_dialog_with_the_model_chosen_finds_what_the_demo_finds(demo, engine_cli
         assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (512, 128)  # the card's
         _choices, job = dialog.build_job()
         task = runner.start(job)
-        wait_for(runner, task)
+        wait_for(runner, task, timeout_s=900)
     finally:
         dialog.deleteLater()
     assert task.error is None, str(task.error)
@@ -116,7 +116,7 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
         canvas.setExtent(layer.extent())
         plugin.action_view.trigger()
         [task] = plugin.runner.tasks
-        wait_for(plugin.runner, task)
+        wait_for(plugin.runner, task, timeout_s=900)
         assert task.error is None, str(task.error)
         assert_card_settings_ran(task.result)
         [added] = [lyr for lyr in QgsProject.instance().mapLayers().values()
