@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -40,8 +41,11 @@ class _Parser(argparse.ArgumentParser):
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``detect``; shared by the console script and ``run_detect``."""
-    parser.add_argument("input", help="raster to analyse (any format GDAL reads: GeoTIFF, COG, VRT, JP2)")
-    parser.add_argument("-o", "--output", help="vector file to write (.gpkg; any OGR format by extension)")
+    parser.add_argument("inputs", nargs="+", metavar="input",
+                        help="raster(s) to analyse (any format GDAL reads: GeoTIFF, COG, VRT mosaic, JP2), "
+                             "globs ('scenes/*.tif') or STAC Item/ItemCollection .json files")
+    parser.add_argument("-o", "--output",
+                        help="vector file to write (.gpkg, .parquet for GeoParquet; any OGR format by extension)")
     parser.add_argument("--model", required=True,
                         help="model id (see 'qgis-unravel models list') or checkpoint path")
     parser.add_argument("--layer", help="layer name in the output (default: the output file's name)")
@@ -64,6 +68,15 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="keep detections cut by tile borders even when a neighbour tile sees them whole")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output layer")
     parser.add_argument("--append", action="store_true", help="add to an existing output layer")
+    parser.add_argument("--workers", type=int,
+                        help="run on a local Dask cluster of N processes (one per GPU when there are GPUs)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--windows-per-task", type=int,
+                        help="windows in one cluster task (default: 8 network batches)")
+    parser.add_argument("--partition", action="store_true",
+                        help="GeoParquet output as a folder with one file per source raster (large jobs)")
+    parser.add_argument("--asset", help="STAC asset to read from each item (default: visual, else the first GeoTIFF)")
     parser.add_argument("--json", action="store_true", help="print JSON lines (progress, warnings, result)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -95,9 +108,16 @@ def run_detect(argv: Sequence[str], emit: Emit, cancel: Optional[threading.Event
 
 def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Event]) -> int:
     from ..engine.detect import detect_raster
+    from ..engine.geoparquet import is_parquet
     from ..engine.raster import describe, open_dataset
     from ..engine.writer import driver_for, write_detections
+    from .inputs import expand_inputs
 
+    inputs = expand_inputs(args.inputs, args.asset)
+    if (len(inputs) > 1 or args.workers is not None or args.scheduler or args.partition
+            or (args.output and is_parquet(args.output))):
+        return _detect_job(args, inputs, emit, cancel)
+    args.input = inputs[0]
     if args.output is None and not args.json:
         raise UserError("give an output file with -o OUT.gpkg")
     if args.output is not None:
@@ -137,6 +157,59 @@ def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Eve
     }
     emit(event)
     return 0
+
+
+def _detect_job(args: argparse.Namespace, inputs: List[str], emit: Emit,
+                cancel: Optional[threading.Event]) -> int:
+    """Several rasters, a cluster or GeoParquet: one job with a manifest (app/scaleout.py)."""
+    from .scaleout import JobInterrupted, JobSpec, run_job
+
+    on_cluster = args.workers is not None or bool(args.scheduler)
+    if on_cluster:
+        from .cluster import require_distributed
+
+        require_distributed()
+        if args.device.startswith("cuda:"):
+            raise UserError("with --workers or --scheduler use --device auto, cuda or cpu: "
+                            "each worker is pinned to one GPU")
+    if args.output is None:
+        raise UserError("a job over several rasters needs an output: -o OUT.gpkg or -o OUT.parquet")
+    if args.windows_per_task is not None and args.windows_per_task < 1:
+        raise UserError(f"--windows-per-task must be at least 1, not {args.windows_per_task}")
+    options = _options(args, None)  # checks the options before anything slow happens
+    spec = JobSpec(
+        inputs=tuple(inputs), output=args.output, model=args.model, layer=args.layer,
+        overwrite=args.overwrite, append=args.append, partition=args.partition, workers=args.workers,
+        scheduler=args.scheduler, device=args.device, windows_per_task=args.windows_per_task,
+    )
+    if on_cluster:
+        path, card = _resolve(args.model, emit)
+        detector, loader = None, _model_loader(path, card, args.device)
+    else:
+        detector, card = _detector(args.model, _device(args.device), emit)
+        loader = None
+    try:
+        run_job(spec, _options(args, card), emit, loader, cancel, detector=detector)
+    except JobInterrupted as exc:
+        emit(protocol.error(str(exc), "user"))
+        return 1
+    return 0
+
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """Loads the model in a Dask worker (picklable; the device is decided there)."""
+
+    path: str
+    card: Any
+    device: str
+
+    def __call__(self) -> Any:
+        return load_model(Path(self.path), self.card, _device(self.device))
+
+
+def _model_loader(path: Path, card: Any, device: str) -> Callable[[], Any]:
+    return ModelLoader(str(path), card, device)
 
 
 def _device_choice(text: str) -> str:
@@ -183,23 +256,28 @@ def _detector(model: str, device: str, emit: Emit) -> Tuple[Any, Any]:
     path, card = _resolve(model, emit)
     key = (str(path), device)
     if key not in _DETECTORS:
-        from ..detector.checkpoint import load_detector
-
         emit({"type": "log", "message": f"loading {path.name} on {device}"})
-        try:
-            detector = load_detector(path, device=device)
-        except (ValueError, KeyError, OSError, RuntimeError) as exc:
-            raise UserError(f"cannot load the model {path}: {_first_line(exc)}") from None
-        if card is not None:
-            from ..zoo import apply_card
-
-            try:
-                apply_card(detector, card)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-        _DETECTORS[key] = (detector, {"card": card})
+        _DETECTORS[key] = (load_model(path, card, device), {"card": card})
     detector, extra = _DETECTORS[key]
     return detector, extra["card"]
+
+
+def load_model(path: Path, card: Any, device: str) -> Any:
+    """The detector of a checkpoint, with its model card's settings applied."""
+    from ..detector.checkpoint import load_detector
+
+    try:
+        detector = load_detector(path, device=device)
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        raise UserError(f"cannot load the model {path}: {_first_line(exc)}") from None
+    if card is not None:
+        from ..zoo import apply_card
+
+        try:
+            apply_card(detector, card)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return detector
 
 
 def _options(args: argparse.Namespace, card: Any) -> DetectOptions:
