@@ -176,7 +176,8 @@ def test_geoparquet_output_reads_back_with_geopandas(tmp_path, rasters, referenc
             "window_height"} <= set(frame.columns)
     assert frame["source"].tolist() == [f[0][-1] for f in reference]
     assert frame["window_width"].between(1, 128).all()
-    ring = ogr.CreateGeometryFromWkt(reference[0][1]).GetGeometryRef(0).GetPoints()
+    polygon = ogr.CreateGeometryFromWkt(reference[0][1])  # kept alive: the ring belongs to it
+    ring = polygon.GetGeometryRef(0).GetPoints()
     assert np.allclose(np.asarray(frame.geometry.iloc[0].exterior.coords), ring, atol=1e-6, rtol=0)
 
     parts = tmp_path / "parts.parquet"
