@@ -70,7 +70,7 @@ def stac_rasters(path: str, asset: Optional[str] = None) -> List[str]:
     for item in items:
         key = _asset_key(item, asset)
         if key is None:
-            wanted = f"an asset named '{asset}'" if asset else "a GeoTIFF or 'visual' asset"
+            wanted = f"asset named '{asset}'" if asset else "GeoTIFF or 'visual' asset"
             raise UserError(f"STAC item {item.id} in {path} has no {wanted} (use --asset KEY)")
         href = item.assets[key].href
         rasters.append(href if "://" in href or Path(href).is_absolute() else str(base / href))
