@@ -117,7 +117,8 @@ def test_cli_with_two_workers_writes_the_same_features_as_one_process(
     assert manifest["complete"] is True and len(manifest["done"]) == 3
 
 
-def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_unchanged(tmp_path, rasters, reference, client):
+def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_unchanged(
+        tmp_path, rasters, reference, client):
     pids = client.run(os.getpid)
     victim = sorted(pids.values())[0]
     killed = []

@@ -27,6 +27,10 @@ def _layer(path):
     return [feature for feature in ds.GetLayer(0)]
 
 
+def ignore(event):
+    pass
+
+
 def loader():
     return BrightObjectDetector(tile_size=128, overlap=32)
 
@@ -87,7 +91,7 @@ def test_several_rasters_without_an_output_or_in_different_crss_are_refused_befo
     assert "needs an output" in events[-1]["message"]
     other = write_raster(tmp_path / "utm34.tif", scene(160, 200, RECTS), crs="EPSG:32634")
     with pytest.raises(UserError, match="different CRSs"):
-        run_job(JobSpec((str(three[0]), str(other)), str(tmp_path / "o.gpkg")), OPTIONS, lambda e: None, loader)
+        run_job(JobSpec((str(three[0]), str(other)), str(tmp_path / "o.gpkg")), OPTIONS, ignore, loader)
     done = run_job(JobSpec((str(three[0]), str(other)), str(tmp_path / "o.parquet"), partition=True),
                    OPTIONS, lambda e: None, loader)
     assert done["count"] == 4  # one file per raster, each in its own CRS
@@ -101,14 +105,14 @@ def test_several_rasters_without_an_output_or_in_different_crss_are_refused_befo
 def test_workers_without_dask_is_one_clear_line(tmp_path, three, monkeypatch):
     monkeypatch.setattr(cluster, "distributed", None)
     events = []
-    code = cli.run_detect([str(three[0]), "-o", str(tmp_path / "o.gpkg"), "--model", "m.pth", "--workers", "2"],
-                          events.append)
+    argv = [str(three[0]), "-o", str(tmp_path / "o.gpkg"), "--model", "m.pth", "--workers", "2"]
+    code = cli.run_detect(argv, events.append)
     assert code == 1 and events[-1]["message"] == (
         "--workers and --scheduler need Dask: pip install 'qgis-unravel[cluster]'")
 
 
 def test_the_job_result_counts_every_raster_and_the_single_raster_path_is_unchanged(tmp_path, three):
-    event = run_job(JobSpec(tuple(map(str, three)), str(tmp_path / "all.gpkg")), OPTIONS, lambda e: None, loader)
+    event = run_job(JobSpec(tuple(map(str, three)), str(tmp_path / "all.gpkg")), OPTIONS, ignore, loader)
     assert event["count"] == 6 and event["rasters"] == 3 and event["counts"] == {"red": 3, "green": 3}
     sources = [f["source"] for f in _layer(tmp_path / "all.gpkg")]
     assert sources == [str(p) for p in three for _ in range(2)]

@@ -45,7 +45,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="raster(s) to analyse (any format GDAL reads: GeoTIFF, COG, VRT mosaic, JP2), "
                              "globs ('scenes/*.tif') or STAC Item/ItemCollection .json files")
     parser.add_argument("-o", "--output",
-                        help="vector file to write (.gpkg, .parquet for GeoParquet; any OGR format by extension)")
+                        help="vector file to write (.gpkg, or .parquet for GeoParquet; "
+                             "any OGR format by extension)")
     parser.add_argument("--model", required=True,
                         help="model id (see 'qgis-unravel models list') or checkpoint path")
     parser.add_argument("--layer", help="layer name in the output (default: the output file's name)")
@@ -76,7 +77,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="windows in one cluster task (default: 8 network batches)")
     parser.add_argument("--partition", action="store_true",
                         help="GeoParquet output as a folder with one file per source raster (large jobs)")
-    parser.add_argument("--asset", help="STAC asset to read from each item (default: visual, else the first GeoTIFF)")
+    parser.add_argument("--asset",
+                        help="STAC asset to read from each item (default: visual, else the first GeoTIFF)")
     parser.add_argument("--json", action="store_true", help="print JSON lines (progress, warnings, result)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -176,7 +178,7 @@ def _detect_job(args: argparse.Namespace, inputs: List[str], emit: Emit,
         raise UserError("a job over several rasters needs an output: -o OUT.gpkg or -o OUT.parquet")
     if args.windows_per_task is not None and args.windows_per_task < 1:
         raise UserError(f"--windows-per-task must be at least 1, not {args.windows_per_task}")
-    options = _options(args, None)  # checks the options before anything slow happens
+    _options(args, None)  # checks the options before anything slow happens
     spec = JobSpec(
         inputs=tuple(inputs), output=args.output, model=args.model, layer=args.layer,
         overwrite=args.overwrite, append=args.append, partition=args.partition, workers=args.workers,

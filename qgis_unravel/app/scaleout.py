@@ -18,8 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..engine.detect import RasterPlan, WindowsRun, classes_of, configured, finish_raster, plan_raster, \
-    run_windows, tiling_for
+from ..engine.detect import (
+    RasterPlan,
+    WindowsRun,
+    classes_of,
+    configured,
+    finish_raster,
+    plan_raster,
+    run_windows,
+    tiling_for,
+)
 from ..engine.errors import UserError
 from ..engine.geoparquet import check_parquet_output, is_parquet, write_geoparquet
 from ..engine.options import DetectOptions
@@ -211,17 +219,22 @@ def _run_here(detector: Any, plans: Dict[int, RasterPlan], options: DetectOption
     """The rasters one after another in this process (no cluster)."""
     for index in sorted(plans):
         plan = plans[index]
-        counted = [0]
-
-        def tiles_done(count: int, total: int) -> None:
-            progress.add(count - counted[0])
-            counted[0] = count
-
         with configured(detector, options):
-            run = run_windows(plan.source, plan.tiles, detector, options, tiles_done, cancel)
+            run = run_windows(plan.source, plan.tiles, detector, options, _counter(progress), cancel)
         if run.partial:
             raise JobInterrupted()
         done(index, run)
+
+
+def _counter(progress: Progress) -> Callable[[int, int], None]:
+    """An engine progress callback (tiles done of one raster) that adds to the job's count."""
+    counted = [0]
+
+    def tiles_done(count: int, total: int) -> None:
+        progress.add(count - counted[0])
+        counted[0] = count
+
+    return tiles_done
 
 
 def _run_on_cluster(client: Any, plans: Dict[int, RasterPlan], options: DetectOptions, per_task: int,

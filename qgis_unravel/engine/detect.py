@@ -252,7 +252,8 @@ def _inside_tile(tile: Tile, out: dict) -> TileDetections:
 
 
 def _to_map(merged: Detections, pgrid: ProcessingGrid, info: RasterInfo, georef: Georeferencer,
-            aoi: Optional[AreaOfInterest], classes: Sequence[str], options: DetectOptions) -> RasterDetections:
+            aoi: Optional[AreaOfInterest], classes: Sequence[str],
+            options: DetectOptions) -> RasterDetections:
     corners_px = pgrid.to_native(box_corners(merged.boxes))
     boxes_px = _native_boxes(merged.boxes, pgrid)
     polygons = georef.map_corners(corners_px)
