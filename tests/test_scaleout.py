@@ -22,7 +22,7 @@ from test_engine_fakes import BrightObjectDetector, scene, write_raster
 
 from qgis_unravel.app import cli
 from qgis_unravel.app.scaleout import JobInterrupted, JobSpec, run_job
-from qgis_unravel.engine.options import DetectOptions
+from qgis_unravel.engine.spec import RunSpec
 
 distributed = pytest.importorskip("distributed")
 
@@ -81,17 +81,15 @@ def features(path: Path, layer: str = None):
 
 
 def spec(rasters, output, **kw) -> JobSpec:
-    return JobSpec(inputs=tuple(str(r) for r in rasters), output=str(output), model="fake", **kw)
-
-
-OPTIONS = DetectOptions(tile_size=128, overlap=32, batch_size=2, model_name="fake")
+    run = RunSpec(output=str(output), model="fake", tile_size=128, overlap=32, batch_size=2)
+    return JobSpec(inputs=tuple(str(r) for r in rasters), run=run, **kw)
 
 
 @pytest.fixture(scope="module")
 def reference(rasters, tmp_path_factory):
     """The three rasters in one process: the output every distributed run must reproduce."""
     out = tmp_path_factory.mktemp("ref") / "ref.gpkg"
-    event = run_job(spec(rasters, out), OPTIONS, lambda e: None, fake_loader())
+    event = run_job(spec(rasters, out), lambda e: None, fake_loader())
     assert event["rasters"] == 3 and event["workers"] is None
     found = features(out)
     assert len(found) >= 30 and len({f[0][-1] for f in found}) == 3  # every raster has features
@@ -129,7 +127,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_unchanged(
             killed.append(event["done"])
 
     out = tmp_path / "killed.gpkg"
-    event = run_job(spec(rasters, out, windows_per_task=2), OPTIONS, emit, fake_loader(slow=True),
+    event = run_job(spec(rasters, out, windows_per_task=2), emit, fake_loader(slow=True),
                     client=client)
     assert killed and killed[0] < event["tiles"]  # the kill happened before the end
     assert event["tiles_run"] == event["tiles"]  # every window once, none lost or counted twice
@@ -148,7 +146,7 @@ def test_an_interrupted_job_resumes_without_redoing_finished_rasters(tmp_path, r
             cancel.set()
 
     with pytest.raises(JobInterrupted, match="run the same command again to resume"):
-        run_job(spec(rasters, out, windows_per_task=2), OPTIONS, emit, fake_loader(slow=True), cancel,
+        run_job(spec(rasters, out, windows_per_task=2), emit, fake_loader(slow=True), cancel,
                 client=client)
     assert not out.exists()
     kept = {p.name: p.stat().st_mtime_ns for p in job_folder.glob("*.npz")}
@@ -157,7 +155,7 @@ def test_an_interrupted_job_resumes_without_redoing_finished_rasters(tmp_path, r
     assert manifest["complete"] is False and len(manifest["done"]) == len(kept)
 
     logs = []
-    event = run_job(spec(rasters, out, windows_per_task=2), OPTIONS, logs.append, fake_loader(slow=True),
+    event = run_job(spec(rasters, out, windows_per_task=2), logs.append, fake_loader(slow=True),
                     client=client)
     assert event["resumed"] == len(kept)
     done_before = sum(entry["tiles"] for entry in manifest["done"].values())
@@ -169,7 +167,7 @@ def test_an_interrupted_job_resumes_without_redoing_finished_rasters(tmp_path, r
 def test_geoparquet_output_reads_back_with_geopandas(tmp_path, rasters, reference):
     geopandas = pytest.importorskip("geopandas")
     out = tmp_path / "boxes.parquet"
-    run_job(spec(rasters, out), OPTIONS, lambda e: None, fake_loader())
+    run_job(spec(rasters, out), lambda e: None, fake_loader())
     frame = geopandas.read_parquet(out)
     assert len(frame) == len(reference)
     assert frame.crs.to_epsg() == 32633
@@ -182,6 +180,6 @@ def test_geoparquet_output_reads_back_with_geopandas(tmp_path, rasters, referenc
     assert np.allclose(np.asarray(frame.geometry.iloc[0].exterior.coords), ring, atol=1e-6, rtol=0)
 
     parts = tmp_path / "parts.parquet"
-    run_job(spec(rasters, parts, partition=True), OPTIONS, lambda e: None, fake_loader())
+    run_job(spec(rasters, parts, partition=True), lambda e: None, fake_loader())
     assert sorted(p.name for p in parts.iterdir()) == [f"part-{i:06d}.parquet" for i in range(3)]
     assert len(geopandas.read_parquet(parts)) == len(reference)

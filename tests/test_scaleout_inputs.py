@@ -15,10 +15,14 @@ from qgis_unravel.app import cli, cluster
 from qgis_unravel.app.inputs import expand_inputs
 from qgis_unravel.app.scaleout import JobSpec, run_job
 from qgis_unravel.engine.errors import UserError
-from qgis_unravel.engine.options import DetectOptions
+from qgis_unravel.engine.spec import RunSpec
 
 RECTS = [(60.0, 50.0, 30.0, 10.0, 0.3, (250, 40, 40)), (130.0, 100.0, 24.0, 12.0, -0.5, (40, 250, 40))]
-OPTIONS = DetectOptions(tile_size=128, overlap=32, model_name="fake")
+
+
+def job(inputs, output, **kw) -> JobSpec:
+    run = RunSpec(output=str(output), model="fake", tile_size=128, overlap=32)
+    return JobSpec(tuple(str(i) for i in inputs), run, **kw)
 
 
 def _layer(path):
@@ -76,7 +80,7 @@ def test_a_vrt_mosaic_is_one_raster_with_the_features_of_the_whole_scene(tmp_pat
     rows = {}
     for name, source in (("full", full), ("vrt", vrt)):
         out = tmp_path / f"{name}.gpkg"
-        run_job(JobSpec((str(source),), str(out)), OPTIONS, lambda e: None, loader)
+        run_job(job([source], out), ignore, loader)
         rows[name] = [(f["class_id"], round(f["score"], 6), f.GetGeometryRef().Centroid().GetX())
                       for f in _layer(out)]
     assert len(rows["vrt"]) == 3 and rows["vrt"] == rows["full"]
@@ -91,14 +95,13 @@ def test_several_rasters_without_an_output_or_in_different_crss_are_refused_befo
     assert "needs an output" in events[-1]["message"]
     other = write_raster(tmp_path / "utm34.tif", scene(160, 200, RECTS), crs="EPSG:32634")
     with pytest.raises(UserError, match="different CRSs"):
-        run_job(JobSpec((str(three[0]), str(other)), str(tmp_path / "o.gpkg")), OPTIONS, ignore, loader)
-    done = run_job(JobSpec((str(three[0]), str(other)), str(tmp_path / "o.parquet"), partition=True),
-                   OPTIONS, lambda e: None, loader)
+        run_job(job([three[0], other], tmp_path / "o.gpkg"), ignore, loader)
+    done = run_job(job([three[0], other], tmp_path / "o.parquet", partition=True), ignore, loader)
     assert done["count"] == 4  # one file per raster, each in its own CRS
     first = tmp_path / "first.gpkg"
-    run_job(JobSpec((str(three[0]),), str(first)), OPTIONS, lambda e: None, loader)
+    run_job(job(three[:2], first), ignore, loader)
     with pytest.raises(UserError, match="--overwrite"):
-        run_job(JobSpec((str(three[0]),), str(first)), OPTIONS, lambda e: None, loader)
+        run_job(job(three[:2], first), ignore, loader)
     assert not calls
 
 
@@ -112,7 +115,7 @@ def test_workers_without_dask_is_one_clear_line(tmp_path, three, monkeypatch):
 
 
 def test_the_job_result_counts_every_raster_and_the_single_raster_path_is_unchanged(tmp_path, three):
-    event = run_job(JobSpec(tuple(map(str, three)), str(tmp_path / "all.gpkg")), OPTIONS, ignore, loader)
+    event = run_job(job(three, tmp_path / "all.gpkg"), ignore, loader)
     assert event["count"] == 6 and event["rasters"] == 3 and event["counts"] == {"red": 3, "green": 3}
     sources = [f["source"] for f in _layer(tmp_path / "all.gpkg")]
     assert sources == [str(p) for p in three for _ in range(2)]

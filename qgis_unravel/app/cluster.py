@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..engine.detect import WindowSource, WindowsRun, classes_of, configured, run_windows
+from ..engine.detect import WindowSource, WindowsRun, classes_of, run_windows
 from ..engine.errors import UserError
-from ..engine.options import DetectOptions
+from ..engine.spec import RunSpec
 from ..engine.windows import Tile
 
 try:
@@ -81,11 +81,12 @@ def describe_model() -> ModelFacts:
     return ModelFacts(dict(getattr(detector, "info", None) or {}), classes_of(detector))
 
 
-def detect_windows(source: WindowSource, tiles: Sequence[Tile], options: DetectOptions) -> WindowsRun:
-    """Run on a worker: one batch of windows of one raster through the warm model."""
-    detector = _warm_detector()
-    with configured(detector, options):
-        return run_windows(source, tiles, detector, options)
+def detect_windows(source: WindowSource, tiles: Sequence[Tile], spec: RunSpec) -> WindowsRun:
+    """Run on a worker: one batch of windows of one raster through the warm model.
+
+    ``spec`` is resolved (by the client, once for the whole job); the model is not modified.
+    """
+    return run_windows(source, tiles, _warm_detector(), spec)
 
 
 def cuda_count() -> int:

@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from ..engine.result import RasterDetections
+from ..engine.spec import RunSpec
 
 MANIFEST_VERSION = 1
 _ARRAYS = ("polygons", "boxes_px", "scores", "class_ids", "angle_deg", "length_m", "width_m", "area_m2",
@@ -30,15 +30,18 @@ _SCALARS = ("classes", "crs_wkt", "model", "source", "partial", "tiles_total", "
             "tiles_skipped", "pixel_size_m", "warnings")
 
 
-def job_key(inputs: Sequence[str], output: str, layer: Optional[str], options: Any, model: str) -> str:
-    """A fingerprint of everything that decides a job's output."""
-    model_path = Path(model)
-    model_id: Any = model
+def job_key(inputs: Sequence[str], spec: RunSpec) -> str:
+    """A fingerprint of everything that decides a job's output: the rasters, the settings as
+    typed (``spec``, before resolution) and the model file."""
+    model_path = Path(spec.model)
+    model_id: Any = spec.model
     if model_path.is_file():
         stat = model_path.stat()
         model_id = [str(model_path.resolve()), stat.st_size, stat.st_mtime_ns]
-    text = json.dumps({"inputs": list(inputs), "output": output, "layer": layer,
-                       "options": asdict(options), "model": model_id}, sort_keys=True, default=str)
+    settings = spec.to_dict()
+    settings["output"] = str(Path(str(spec.output)).absolute())
+    text = json.dumps({"inputs": list(inputs), "settings": settings, "model": model_id},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -21,18 +21,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..engine.detect import (
     RasterPlan,
     WindowsRun,
+    class_ids,
     classes_of,
-    configured,
     finish_raster,
     plan_raster,
     run_windows,
-    tiling_for,
 )
 from ..engine.errors import UserError
 from ..engine.geoparquet import check_parquet_output, is_parquet, write_geoparquet
-from ..engine.options import DetectOptions
 from ..engine.raster import describe, open_dataset
 from ..engine.result import RasterDetections, concatenate
+from ..engine.spec import ModelDefaults, RunSpec
 from ..worker import protocol
 from .job import JobStore, job_key
 
@@ -46,23 +45,59 @@ class JobInterrupted(Exception):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """The job-level settings around the per-raster options (``DetectOptions``)."""
+    """A job: its rasters and how to spread them, around the run's ``RunSpec``.
+
+    ``run`` holds the output (output, layer, overwrite, append), the model, the device and
+    every per-raster setting, exactly as for one raster; its ``input`` is not used.
+    """
 
     inputs: Tuple[str, ...]
-    output: str
-    model: str = ""  # what --model named (part of the job's fingerprint)
-    layer: Optional[str] = None
-    overwrite: bool = False
-    append: bool = False
+    run: RunSpec
     partition: bool = False  # GeoParquet: one file per source raster in a folder
     workers: Optional[int] = None  # a local Dask cluster of this many processes
     scheduler: Optional[str] = None  # or the address of an existing Dask scheduler
-    device: str = "auto"
     windows_per_task: Optional[int] = None  # default: 8 network batches
 
     @property
     def on_cluster(self) -> bool:
-        return self.workers is not None or self.scheduler is not None
+        return self.workers is not None or bool(self.scheduler)
+
+    @property
+    def output(self) -> str:
+        return str(self.run.output)
+
+    @property
+    def is_job(self) -> bool:
+        """Whether this needs the job path (else it is one raster in this process, as before)."""
+        return (len(self.inputs) != 1 or self.on_cluster or self.partition
+                or (self.run.output is not None and is_parquet(self.run.output)))
+
+    def validate(self) -> JobSpec:
+        """One line for the first mistake, before anything slow."""
+        self.run.validate()
+        if not self.is_job:
+            return self
+        if self.run.output is None:
+            raise UserError("a job over several rasters needs an output: -o OUT.gpkg or -o OUT.parquet")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"--workers must be at least 1, not {self.workers}")
+        if self.windows_per_task is not None and self.windows_per_task < 1:
+            raise UserError(f"--windows-per-task must be at least 1, not {self.windows_per_task}")
+        if self.partition and not is_parquet(self.run.output):
+            raise UserError("--partition is for GeoParquet outputs (.parquet)")
+        if self.on_cluster:
+            from .cluster import require_distributed
+
+            require_distributed()
+            if self.run.device.startswith("cuda:"):
+                raise UserError("with --workers or --scheduler use --device auto, cuda or cpu: "
+                                "each worker is pinned to one GPU")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"inputs": list(self.inputs), "run": self.run.to_dict(), "partition": self.partition,
+                "workers": self.workers, "scheduler": self.scheduler,
+                "windows_per_task": self.windows_per_task}
 
 
 class Progress:
@@ -93,18 +128,21 @@ class Progress:
         self.emit(event)
 
 
-def run_job(spec: JobSpec, options: DetectOptions, emit: Emit, loader: Callable[[], Any],
-            cancel: Optional[threading.Event] = None, detector: Any = None, client: Any = None) -> Dict:
+def run_job(job: JobSpec, emit: Emit, loader: Optional[Callable[[], Any]],
+            cancel: Optional[threading.Event] = None, detector: Any = None, client: Any = None,
+            defaults: Optional[ModelDefaults] = None) -> Dict:
     """Run a job to its output; return the ``result`` event (also emitted).
 
     ``loader()`` gives the detector (in each worker, or here when not on a cluster, unless
     ``detector`` is already loaded); ``client`` is an existing Dask client to use.
+    ``defaults`` are the model card's; without them the model's own info is used. The run
+    spec is resolved once, here, and every raster runs with the same resolved spec.
     """
     started = time.monotonic()
-    inputs = list(spec.inputs)
-    crs = _preflight(spec, inputs)
-    store = JobStore(spec.output, job_key(inputs, str(Path(spec.output).absolute()), spec.layer, options,
-                                          spec.model), inputs)
+    job.validate()
+    inputs = list(job.inputs)
+    _preflight(job, inputs)
+    store = JobStore(job.output, job_key(inputs, job.run), inputs)
     resumed = store.open()
     if store.stale:
         emit(protocol.warning(f"{store.folder} held an unfinished job with other settings; starting over"))
@@ -113,36 +151,37 @@ def run_job(spec: JobSpec, options: DetectOptions, emit: Emit, loader: Callable[
                                         f"finished by an earlier run ({store.manifest})"})
     session = None
     try:
-        if spec.on_cluster:
+        if job.on_cluster:
             from .cluster import ClusterSession
 
-            session = ClusterSession(loader, spec.workers, spec.scheduler, spec.device, client)
+            session = ClusterSession(loader, job.workers, job.scheduler, job.run.device, client)
             facts: Any = session.model_facts()
-            classes = facts.classes
+            info, classes = facts.info, facts.classes
             workers = session.workers_alive
         else:
             detector = detector if detector is not None else loader()
-            facts, classes = detector, classes_of(detector)
+            info, classes = getattr(detector, "info", None), classes_of(detector)
             workers = lambda: None  # noqa: E731
-        tiling = tiling_for(facts, options)
+        spec = job.run.resolve(defaults or ModelDefaults.from_info(info, name=Path(job.run.model).stem))
+        class_ids(classes, spec.classes)  # a typo in a class name fails before any window
         todo = [i for i in range(len(inputs)) if i not in store.done]
-        plans = {i: plan_raster(inputs[i], tiling, options) for i in todo}
+        plans = {i: plan_raster(inputs[i], spec) for i in todo}
         finished = sum(entry["tiles"] for entry in store.done.values())
         progress = Progress(emit, finished + sum(len(p.tiles) for p in plans.values()), finished, workers)
         progress.tick(force=True)
 
         def done(index: int, run: WindowsRun) -> None:
-            result = finish_raster(plans[index], run, classes, options)
+            result = finish_raster(plans[index], run, classes, spec)
             for note in result.warnings:
                 emit(protocol.warning(note))
             store.save(index, result, len(plans[index].tiles))
             del plans[index]
 
         if session is not None:
-            per_task = spec.windows_per_task or 8 * max(1, options.batch_size)
-            _run_on_cluster(session.client, plans, options, per_task, progress, done, cancel)
+            per_task = job.windows_per_task or 8 * max(1, spec.batch_size)
+            _run_on_cluster(session.client, plans, spec, per_task, progress, done, cancel)
         else:
-            _run_here(detector, plans, options, progress, done, cancel)
+            _run_here(detector, plans, spec, progress, done, cancel)
         worker_count = workers()
     except JobInterrupted:
         raise JobInterrupted(f"interrupted: {len(store.done)} of {len(inputs)} rasters are finished and "
@@ -151,41 +190,39 @@ def run_job(spec: JobSpec, options: DetectOptions, emit: Emit, loader: Callable[
         if session is not None:
             session.close()
     results = [store.load(i) for i in range(len(inputs))]
-    written = _write(spec, results, crs)
+    written = _write(job, results)
     store.finish()
     joined = concatenate(results)
     event = {
         "type": "result", "output": written[0], "layer": written[1], "count": len(joined),
-        "counts": joined.counts(), "partial": False, "model": options.model_name, "features": None,
+        "counts": joined.counts(), "partial": False, "model": spec.model_name, "features": None,
         "crs": joined.crs_wkt, "tiles": progress.total, "tiles_run": progress.run, "rasters": len(inputs),
         "resumed": len(resumed), "workers": worker_count, "seconds": round(time.monotonic() - started, 2),
+        "spec": spec.to_dict(), "job": job.to_dict(),
     }
     emit(event)
     return event
 
 
-def _preflight(spec: JobSpec, inputs: Sequence[str]) -> Optional[str]:
-    """Check the output and open every raster before any window runs; the common CRS."""
+def _preflight(job: JobSpec, inputs: Sequence[str]) -> None:
+    """Check the output and open every raster before any window runs."""
     if not inputs:
         raise UserError("no input raster")
-    parquet = is_parquet(spec.output)
+    parquet = is_parquet(job.output)
     if parquet:
-        check_parquet_output(spec.output, spec.overwrite)
+        check_parquet_output(job.output, job.run.overwrite)
     else:
-        if spec.partition:
-            raise UserError("--partition is for GeoParquet outputs (.parquet)")
-        _check_vector_output(spec)
+        _check_vector_output(job.run)
     crss = []
     for path in inputs:
         with open_dataset(path) as ds:
-            crss.append(describe(ds, None).crs_wkt)
-    if len(set(crss)) > 1 and not (parquet and spec.partition):
+            crss.append(describe(ds, job.run.bands).crs_wkt)
+    if len(set(crss)) > 1 and not (parquet and job.partition):
         raise UserError(f"the {len(inputs)} rasters are in {len(set(crss))} different CRSs and one layer has "
                         "one; write a partitioned GeoParquet (-o OUT.parquet --partition) or run per CRS")
-    return crss[0]
 
 
-def _check_vector_output(spec: JobSpec) -> None:
+def _check_vector_output(spec: RunSpec) -> None:
     from ..engine.writer import driver_for
 
     path = Path(spec.output).expanduser().absolute()
@@ -204,23 +241,23 @@ def _check_vector_output(spec: JobSpec) -> None:
                             "use --overwrite to replace it or --append to add to it")
 
 
-def _write(spec: JobSpec, results: List[RasterDetections], crs: Optional[str]) -> Tuple[str, Optional[str]]:
-    if is_parquet(spec.output):
-        write_geoparquet(results, spec.output, spec.partition, spec.overwrite)
-        return str(Path(spec.output).expanduser().absolute()), None
+def _write(job: JobSpec, results: List[RasterDetections]) -> Tuple[str, Optional[str]]:
+    run = job.run
+    if is_parquet(job.output):
+        write_geoparquet(results, job.output, job.partition, run.overwrite)
+        return str(Path(job.output).expanduser().absolute()), None
     from ..engine.writer import write_detections
 
-    report = write_detections(concatenate(results), spec.output, spec.layer, spec.overwrite, spec.append)
+    report = write_detections(concatenate(results), job.output, run.layer, run.overwrite, run.append)
     return report.path, report.layer
 
 
-def _run_here(detector: Any, plans: Dict[int, RasterPlan], options: DetectOptions, progress: Progress,
+def _run_here(detector: Any, plans: Dict[int, RasterPlan], options: RunSpec, progress: Progress,
               done: Callable[[int, WindowsRun], None], cancel: Optional[threading.Event]) -> None:
     """The rasters one after another in this process (no cluster)."""
     for index in sorted(plans):
         plan = plans[index]
-        with configured(detector, options):
-            run = run_windows(plan.source, plan.tiles, detector, options, _counter(progress), cancel)
+        run = run_windows(plan.source, plan.tiles, detector, options, _counter(progress), cancel)
         if run.partial:
             raise JobInterrupted()
         done(index, run)
@@ -237,7 +274,7 @@ def _counter(progress: Progress) -> Callable[[int, int], None]:
     return tiles_done
 
 
-def _run_on_cluster(client: Any, plans: Dict[int, RasterPlan], options: DetectOptions, per_task: int,
+def _run_on_cluster(client: Any, plans: Dict[int, RasterPlan], options: RunSpec, per_task: int,
                     progress: Progress, done: Callable[[int, WindowsRun], None],
                     cancel: Optional[threading.Event]) -> None:
     """Every raster's windows as tasks of ``per_task`` windows; results taken as they come."""
