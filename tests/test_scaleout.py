@@ -32,9 +32,9 @@ COLOURS = [(250, 40, 40), (40, 250, 40), (40, 40, 250)]
 class SlowBrightObjectDetector(BrightObjectDetector):
     """The double, slowed down so that a run lasts long enough to be interrupted."""
 
-    def predict(self, images):
+    def predict(self, images, *args, **kwargs):
         time.sleep(0.03 * len(images))
-        return super().predict(images)
+        return super().predict(images, *args, **kwargs)
 
 
 def fake_loader(slow: bool = False):
