@@ -120,3 +120,14 @@ def test_the_job_result_counts_every_raster_and_the_single_raster_path_is_unchan
     sources = [f["source"] for f in _layer(tmp_path / "all.gpkg")]
     assert sources == [str(p) for p in three for _ in range(2)]
     assert np.isfinite([event["seconds"]]).all()
+
+
+def test_the_terminal_shows_the_rate_and_the_workers_alive():
+    import io
+
+    from qgis_unravel.app.terminal import TerminalReporter
+
+    err = io.StringIO()
+    TerminalReporter(out=io.StringIO(), err=err)({"type": "progress", "done": 30, "total": 120, "eta_s": 95.0,
+                                                   "stage": "tiles", "tiles_per_s": 4.25, "workers": 2})
+    assert "30/120 tiles  4.2 tiles/s  2 workers  ETA 1m35s" in err.getvalue()
