@@ -5,21 +5,21 @@ interior tile border when a neighbouring tile holds the whole object (that tile 
 whole and its box is the better one); then a per-class rotated NMS across tiles.
 
 The NMS is exactly greedy NMS over all boxes, but it only computes rotated IoUs for pairs
-whose axis-aligned bounds meet (found with a coarse grid), so it scales with the number of
-boxes rather than its square, even for a 100k x 100k raster.
+whose axis-aligned bounds meet (found with ``ops``' grid index, bounds clipped to the raster
+frame), so it scales with the number of boxes rather than its square, even for a 100k x 100k
+raster, and its memory stays bounded even when a sick checkpoint emits boxes far larger
+than the raster. Boxes with non-finite numbers are dropped first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from .georef import box_corners
 from .windows import Tile, TileGrid
-
-GRID_CELL = 256  # processing pixels per cell of the pair-finding grid
 
 
 @dataclass
@@ -130,98 +130,66 @@ def seam_filter(dets: Detections, grid: TileGrid, processed: Sequence[int]) -> n
     return keep
 
 
-def candidate_pairs(aabb: np.ndarray, labels: np.ndarray, cell: float = GRID_CELL) -> np.ndarray:
-    """(P, 2) index pairs i < j of same-label boxes whose axis-aligned bounds intersect."""
-    n = len(aabb)
-    if n < 2:
-        return np.zeros((0, 2), np.int64)
-    lo = np.floor(aabb[:, :2] / cell).astype(np.int64)
-    hi = np.floor(aabb[:, 2:] / cell).astype(np.int64)
-    span = hi - lo + 1
-    counts = span[:, 0] * span[:, 1]
-    owner = np.repeat(np.arange(n), counts)
-    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    cx = lo[owner, 0] + offset % span[owner, 0]
-    cy = lo[owner, 1] + offset // span[owner, 0]
-    keys = np.stack([labels[owner], cx, cy], axis=1)
-    _, group = np.unique(keys, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    order = np.argsort(group, kind="stable")
-    group, owner = group[order], owner[order]
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    sizes = np.diff(np.r_[starts, len(group)])
-    pairs = []
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-        members = owner[start:start + size]
-        i, j = np.triu_indices(size, k=1)
-        pairs.append(np.stack([members[i], members[j]], axis=1))
-    if not pairs:
-        return np.zeros((0, 2), np.int64)
-    pairs = np.concatenate(pairs)
-    pairs = np.sort(pairs, axis=1)
-    pairs = np.unique(pairs, axis=0)
-    a, b = aabb[pairs[:, 0]], aabb[pairs[:, 1]]
-    meets = (a[:, 0] <= b[:, 2]) & (b[:, 0] <= a[:, 2]) & (a[:, 1] <= b[:, 3]) & (b[:, 1] <= a[:, 3])
-    return pairs[meets]
+def finite(dets: Detections) -> np.ndarray:
+    """Mask of detections whose box and score are finite numbers (a sick network emits NaN/inf)."""
+    return np.isfinite(dets.boxes).all(axis=1) & np.isfinite(dets.scores)
 
 
-def pair_iou(boxes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Rotated IoU of each pair, in float64 so raster-wide coordinates keep their precision."""
+def frame_of(dets: Detections, width: float, height: float) -> Tuple[float, float, float, float]:
+    """The raster frame, widened to hold every box centre, so that every box meets it."""
+    if len(dets) == 0:
+        return 0.0, 0.0, float(width), float(height)
+    cx, cy = dets.boxes[:, 0], dets.boxes[:, 1]
+    return (min(0.0, float(cx.min())), min(0.0, float(cy.min())),
+            max(float(width), float(cx.max())), max(float(height), float(cy.max())))
+
+
+def nms_across_tiles(dets: Detections, iou_threshold: float,
+                     frame: Optional[Tuple[float, float, float, float]] = None) -> np.ndarray:
+    """Keep mask of per-class greedy rotated NMS over all detections (IoU > threshold suppresses).
+
+    Pairs are found by ``ops``' grid index with the boxes' bounds clipped to ``frame`` (default:
+    the extent of the box centres), so memory stays bounded even for boxes far larger than the
+    raster; IoUs are computed in float64 so raster-wide coordinates keep their precision.
+    """
     import torch
 
-    from ..ops import box_iou_rotated
+    from ..ops.greedy import greedy_keep
+    from ..ops.iou_rotated import box_iou_rotated
 
-    if len(pairs) == 0:
-        return np.zeros(0)
-    first = torch.from_numpy(np.ascontiguousarray(boxes[pairs[:, 0]], dtype=np.float64))
-    second = torch.from_numpy(np.ascontiguousarray(boxes[pairs[:, 1]], dtype=np.float64))
-    return box_iou_rotated(first, second, aligned=True).numpy().reshape(-1)
-
-
-def greedy_nms(scores: np.ndarray, pairs: np.ndarray, overlapping: np.ndarray) -> np.ndarray:
-    """Greedy NMS given the pairs that overlap above the threshold: keep mask.
-
-    Boxes are visited by descending score; a kept box suppresses its overlapping partners.
-    Boxes with no partner are kept without entering the loop.
-    """
-    keep = np.ones(len(scores), dtype=bool)
-    pairs = pairs[overlapping]
-    if len(pairs) == 0:
+    n = len(dets)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
         return keep
-    partners: Dict[int, List[int]] = {}
-    for i, j in pairs.tolist():
-        partners.setdefault(i, []).append(j)
-        partners.setdefault(j, []).append(i)
-    involved = np.fromiter(partners.keys(), dtype=np.int64)
-    order = involved[np.lexsort((involved, -scores[involved]))]
-    for i in order.tolist():
-        if keep[i]:
-            for j in partners[i]:
-                if _ranks_below(scores, i, j):
-                    keep[j] = False
+    order = np.lexsort((np.arange(n), -dets.scores))
+    boxes = torch.from_numpy(np.ascontiguousarray(dets.boxes[order], dtype=np.float64))
+    labels = torch.from_numpy(np.ascontiguousarray(dets.labels[order]))
+    aabb = torch.from_numpy(bounds(dets.boxes[order]))
+    if frame is None:
+        frame = frame_of(dets, 0.0, 0.0)
+
+    def suppresses(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        same = labels[i] == labels[j]
+        out = torch.zeros_like(same)
+        idx = torch.nonzero(same, as_tuple=True)[0]
+        if idx.numel():
+            iou = box_iou_rotated(boxes[i[idx]], boxes[j[idx]], aligned=True).reshape(-1)
+            out[idx] = iou > iou_threshold
+        return out
+
+    kept = greedy_keep(aabb, suppresses, frame=frame).numpy()
+    keep[:] = False
+    keep[order[kept]] = True
     return keep
-
-
-def _ranks_below(scores: np.ndarray, kept: int, other: int) -> bool:
-    """Whether ``other`` comes after ``kept`` in the visiting order (score desc, index asc)."""
-    return (scores[other], -other) < (scores[kept], -kept)
-
-
-def nms_across_tiles(dets: Detections, iou_threshold: float) -> np.ndarray:
-    """Keep mask of per-class greedy rotated NMS over all detections."""
-    if len(dets) < 2:
-        return np.ones(len(dets), dtype=bool)
-    pairs = candidate_pairs(bounds(dets.boxes), dets.labels)
-    iou = pair_iou(dets.boxes, pairs)
-    return greedy_nms(dets.scores, pairs, iou > iou_threshold)
 
 
 def merge(parts: Sequence[TileDetections], grid: TileGrid, processed: Sequence[int],
           iou_threshold: float, seam_rule: bool = True) -> Detections:
     """All tiles' detections as one non-redundant set, in processing pixels, best first."""
     dets = shift(parts)
+    dets = dets.take(finite(dets))
     if seam_rule:
         dets = dets.take(seam_filter(dets, grid, processed))
-    dets = dets.take(nms_across_tiles(dets, iou_threshold))
+    dets = dets.take(nms_across_tiles(dets, iou_threshold, frame_of(dets, grid.width, grid.height)))
     order = np.lexsort((np.arange(len(dets)), -dets.scores))
     return dets.take(order)
