@@ -6,6 +6,11 @@ as it was, never a half-written one. Adding a layer to an existing GeoPackage wo
 copy of it for the same reason. An existing layer is only replaced with ``overwrite`` or
 extended with ``append``. GeoPackages get the QML style in their ``layer_styles`` table (so
 QGIS opens the layer styled); file formats get it as a ``.qml`` sidecar.
+
+Concurrent runs writing into the same folder take turns (``outlock``): each one's check of the
+existing layers, copy, write and replace happen under an exclusive lock, so no update is lost
+and no run silently replaces a file another one just wrote. A write killed midway leaves its
+temporary folder behind; the next write to the same path removes it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import Cancelled, UserError
+from .outlock import PARTIAL_SUFFIX, output_lock, partial_prefix, remove_stale_partials
 from .result import RasterDetections
 from .style import categorized_qml
 
@@ -75,6 +81,16 @@ def write_detections(
     driver = driver_for(path)
     layer = layer or path.stem
     _check_folder(path.parent)
+    with output_lock(path.parent, cancel):
+        remove_stale_partials(path)
+        count = _write_locked(result, path, driver, layer, overwrite, append, cancel)
+    return WriteReport(str(path), layer, count)
+
+
+def _write_locked(result: RasterDetections, path: Path, driver: str, layer: str, overwrite: bool,
+                  append: bool, cancel: Optional[threading.Event]) -> int:
+    """The check-copy-write-replace sequence; the caller holds the folder's writer lock, so
+    what is checked here is still true when the file is replaced."""
     existing = _existing_layers(path, driver)
     if layer in existing and not (overwrite or append):
         raise UserError(
@@ -84,7 +100,7 @@ def write_detections(
     multi_layer = driver in ("GPKG", "SQLite")
     keep_old = path.exists() and (multi_layer or (append and layer in existing))
     try:
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        tmp_dir = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=PARTIAL_SUFFIX, dir=path.parent))
     except OSError as exc:
         raise UserError(f"could not write in {path.parent}: {_one_line(exc)}") from None
     try:
@@ -102,7 +118,7 @@ def write_detections(
         raise UserError(f"could not write {path}: {_one_line(exc)}") from None
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return WriteReport(str(path), layer, count)
+    return count
 
 
 def _check_folder(folder: Path) -> None:
