@@ -43,10 +43,10 @@ def detect_raster(
     with open_dataset(source) as ds:
         info = describe(ds, options.bands)
         scaling = choose_scaling(ds, info.bands, options.value_range)
-    if not info.georeferenced:
-        notes.append(f"{info.path} has no CRS or geotransform: features are in pixel coordinates "
-                     "(y up, as QGIS shows such rasters) and sizes are left empty")
-    georef = Georeferencer(info.transform, info.crs_wkt)
+    note = info.place.note(info.path) if info.place is not None else None
+    if note:
+        notes.append(note)
+    georef = Georeferencer(info.transform, info.crs_wkt, measurable=info.georeferenced)
     pixel_size = georef.pixel_size_m(info.width, info.height)
     pgrid = processing_grid(info.width, info.height, pixel_size, options.gsd)
     tile_size, overlap = tiling_for(detector, options)

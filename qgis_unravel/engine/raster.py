@@ -18,11 +18,9 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 
 from .errors import UserError
+from .georef import UNGEOREFERENCED_TRANSFORM, Placement, placement  # noqa: F401 (re-exported)
 
 MIN_SIDE = 4
-# Pixel -> output coordinates for a raster without georeferencing: QGIS shows such rasters
-# with y pointing up from the top-left corner, so features land on the image.
-UNGEOREFERENCED_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,7 @@ class RasterInfo:
     crs_wkt: Optional[str]
     transform: Affine
     georeferenced: bool
+    place: Optional[Placement] = None
 
 
 def open_dataset(source: Any) -> rasterio.io.DatasetReader:
@@ -67,8 +66,7 @@ def describe(ds: rasterio.io.DatasetReader, bands: Optional[Sequence[int]] = Non
     dtype = ds.dtypes[chosen[0] - 1]
     if dtype == "complex" or dtype.startswith("complex"):
         raise UserError(f"{ds.name} has complex-valued pixels, which cannot be shown as RGB")
-    transform = ds.transform
-    georeferenced = ds.crs is not None and not transform.is_identity
+    place = placement(ds.transform, ds.crs.to_wkt() if ds.crs else None)
     local = Path(ds.name)
     return RasterInfo(
         path=str(local.resolve()) if local.exists() else ds.name,
@@ -77,9 +75,10 @@ def describe(ds: rasterio.io.DatasetReader, bands: Optional[Sequence[int]] = Non
         count=ds.count,
         dtype=dtype,
         bands=chosen,
-        crs_wkt=ds.crs.to_wkt() if georeferenced else None,
-        transform=transform if georeferenced else UNGEOREFERENCED_TRANSFORM,
-        georeferenced=georeferenced,
+        crs_wkt=place.crs_wkt,
+        transform=place.transform,
+        georeferenced=place.georeferenced,
+        place=place,
     )
 
 

@@ -70,7 +70,7 @@ def processing_grid(
     if gsd <= 0:
         raise UserError(f"processing resolution {gsd} must be a positive number of metres per pixel")
     if pixel_size_m is None:
-        raise UserError("--gsd needs a georeferenced raster (this one has no CRS or geotransform)")
+        raise UserError("--gsd needs a georeferenced raster (this one lacks a CRS or a geotransform)")
     scale_x, scale_y = pixel_size_m[0] / gsd, pixel_size_m[1] / gsd
     out_w, out_h = int(width * scale_x), int(height * scale_y)
     if out_w < 4 or out_h < 4:

@@ -189,11 +189,22 @@ def _create_layer(ds: Any, name: str, crs_wkt: Optional[str], driver: str) -> An
         srs = osr.SpatialReference()
         srs.ImportFromWkt(crs_wkt)
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    elif driver == "GPKG":
+        srs = undefined_cartesian_srs()
     options = ["GEOMETRY_NAME=geom"] if driver == "GPKG" else []
     layer = ds.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=options)
     for field_name, kind in FIELDS:
         layer.CreateField(ogr.FieldDefn(field_name, kind))
     return layer
+
+
+def undefined_cartesian_srs() -> Any:
+    """The GeoPackage's srs_id -1 ("undefined Cartesian"): QGIS then draws the layer untransformed,
+    as it draws a raster without CRS. Without it GDAL would use srs_id 0, an undefined
+    *geographic* CRS that QGIS reprojects far away from the image."""
+    srs = osr.SpatialReference()
+    srs.SetLocalCS("Undefined cartesian SRS")
+    return srs
 
 
 def _check_fields(layer: Any, name: str) -> None:
