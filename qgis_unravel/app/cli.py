@@ -95,7 +95,7 @@ def run_detect(argv: Sequence[str], emit: Emit, cancel: Optional[threading.Event
 
 def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Event]) -> int:
     from ..engine.detect import detect_raster
-    from ..engine.raster import describe, open_dataset
+    from ..engine.raster import inspect
     from ..engine.writer import driver_for, write_detections
 
     if args.output is None and not args.json:
@@ -105,8 +105,7 @@ def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Eve
     if args.overwrite and args.append:
         raise UserError("--overwrite and --append exclude each other; choose one")
     options = _options(args, None)  # checks the options before anything slow happens
-    with open_dataset(args.input) as ds:  # a bad raster fails before the model loads
-        describe(ds, options.bands)
+    inspect(args.input, options.bands, cancel)  # a bad raster fails before the model loads
     detector, card = _detector(args.model, _device(args.device), emit)
     options = _options(args, card)
     started = time.monotonic()

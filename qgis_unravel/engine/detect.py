@@ -19,7 +19,7 @@ from .errors import UserError
 from .georef import Georeferencer, apply_affine, box_corners
 from .merge import Detections, TileDetections, merge
 from .options import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, DetectOptions
-from .raster import RasterInfo, describe, open_dataset
+from .raster import RasterInfo, cancellable, describe, is_remote, open_dataset
 from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid
 from .result import RasterDetections
 from .scaling import choose_scaling
@@ -40,9 +40,13 @@ def detect_raster(
     options = options or DetectOptions()
     notes: List[str] = []
     limit_block_cache()
-    with open_dataset(source) as ds:
-        info = describe(ds, options.bands)
-        scaling = choose_scaling(ds, info.bands, options.value_range)
+
+    def inspect() -> Tuple[RasterInfo, Any]:
+        with open_dataset(source) as ds:
+            info = describe(ds, options.bands)
+            return info, choose_scaling(ds, info.bands, options.value_range)
+
+    info, scaling = cancellable(inspect, cancel if is_remote(source) else None)
     note = info.place.note(info.path) if info.place is not None else None
     if note:
         notes.append(note)
@@ -151,7 +155,7 @@ def _run_tiles(
         report()
 
     depth = max(options.prefetch, 2 * batch_size)
-    with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth) as tiles_read:
+    with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth, cancel) as tiles_read:
         for tile, image in tiles_read:
             if cancel is not None and cancel.is_set():
                 return parts, seen, skipped, True
@@ -161,6 +165,8 @@ def _run_tiles(
             batch.append((tile, image))
             if len(batch) >= batch_size:
                 flush()
+        if cancel is not None and cancel.is_set():  # the reader stopped waiting for a tile
+            return parts, seen, skipped, True
         if batch:
             flush()
     report()

@@ -134,9 +134,10 @@ class Prefetcher:
     """
 
     def __init__(self, path: str, bands: Sequence[int], scaling: Scaling, grid: ProcessingGrid,
-                 tiles: Sequence[Tile], depth: int = 4):
+                 tiles: Sequence[Tile], depth: int = 4, cancel: Optional[threading.Event] = None):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self._cancel = cancel
         self._args = (path, bands, scaling, grid, list(tiles))
         self._thread = threading.Thread(target=self._run, name="qgis-unravel-reader", daemon=True)
         self._thread.start()
@@ -166,8 +167,14 @@ class Prefetcher:
                 continue
 
     def __iter__(self) -> Iterator[Tuple[Tile, Optional[np.ndarray]]]:
+        """Tiles in order; ends early when ``cancel`` is set, even while a read is stuck."""
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._cancel is not None and self._cancel.is_set():
+                    return
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
