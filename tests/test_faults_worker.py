@@ -20,11 +20,20 @@ REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 ENGINE = '''
-def run_detect(argv, emit, cancel):
+import sys
+
+
+def run_detect(spec, emit, cancel):
     emit({"type": "result", "output": None, "layer": None, "count": 1, "counts": {"x": 1},
           "partial": False, "model": "fake", "features": None})
     return 0
+
+
+if __name__ == "__main__":
+    from qgis_unravel.app.worker import main
+    sys.exit(main(sys.argv[1:], run=run_detect))
 '''
+DETECT = b'{"cmd": "detect", "id": "d", "spec": {"input": "x.tif", "model": "m"}}\n'
 
 HOSTILE = {
     "command as a list": b'{"cmd": ["detect"], "id": "1"}\n',
@@ -33,8 +42,9 @@ HOSTILE = {
     "not UTF-8": b'{"cmd": "ping", "id": "\xff\xfe\xc3\x28"}\n',
     "binary garbage": bytes(range(1, 256)).replace(b"\n", b"") + b"\n",
     "a JSON array": b"[1, 2, 3]\n",
-    "args not a list": b'{"cmd": "detect", "id": "2", "args": {"a": 1}}\n',
-    "id as an object": b'{"cmd": "detect", "id": {"x": [1]}, "args": 5}\n',
+    "spec not an object": b'{"cmd": "detect", "id": "2", "spec": [1, 2]}\n',
+    "spec with wrong types": b'{"cmd": "detect", "id": "3", "spec": {"input": 5, "tile_size": "big"}}\n',
+    "id as an object": b'{"cmd": "detect", "id": {"x": [1]}, "spec": 5}\n',
     "an enormous line": b'{"cmd": "ping", "pad": "' + b"x" * (3 << 20) + b'"}\n',
     "truncated JSON": b'{"cmd": "detect", "args": ["a"\n',
 }
@@ -44,9 +54,8 @@ class Worker:
     def __init__(self, folder: Path):
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{folder}"}
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, "-m", "qgis_unravel.app.worker", "--engine", "fake_engine:run_detect",
-             "--idle", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env)
+            [SYSTEM_PYTHON, str(folder / "fake_engine.py"), "--idle", "60"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         self.events: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -84,7 +93,7 @@ def test_a_hostile_line_gets_an_error_and_the_worker_keeps_serving(worker, name)
     worker.send(b'{"cmd": "ping", "id": "p"}\n')
     pong = worker.next_event()
     assert pong["type"] == "hello" and pong["id"] == "p"
-    worker.send(b'{"cmd": "detect", "id": "d", "args": ["x"]}\n')
+    worker.send(DETECT)
     result = worker.next_event()
     assert result["type"] == "result" and result["id"] == "d"
     assert worker.proc.poll() is None

@@ -4,11 +4,12 @@ Three steps: shift tile boxes into raster (processing) pixels; drop a detection 
 interior tile border when a neighbouring tile holds the whole object (that tile saw it
 whole and its box is the better one); then a per-class rotated NMS across tiles.
 
-The NMS is exactly greedy NMS over all boxes, but it only computes rotated IoUs for pairs
-whose axis-aligned bounds meet (found with ``ops``' grid index, bounds clipped to the raster
-frame), so it scales with the number of boxes rather than its square, even for a 100k x 100k
-raster, and its memory stays bounded even when a sick checkpoint emits boxes far larger
-than the raster. Boxes with non-finite numbers are dropped first.
+The NMS is the ops' ``grouped_nms_rotated`` (the project's one rotated NMS) in float64: greedy
+over all boxes, but rotated IoUs are computed only for pairs whose bounds meet (the ops' grid
+index), so it scales with the number of boxes rather than its square, even for a 100k x 100k
+raster. Its memory stays bounded even when a sick checkpoint emits boxes far larger than the
+raster: the bounds are clipped to the raster frame for the pair search, and boxes with
+non-finite numbers are dropped first.
 """
 
 from __future__ import annotations
@@ -146,40 +147,24 @@ def frame_of(dets: Detections, width: float, height: float) -> Tuple[float, floa
 
 def nms_across_tiles(dets: Detections, iou_threshold: float,
                      frame: Optional[Tuple[float, float, float, float]] = None) -> np.ndarray:
-    """Keep mask of per-class greedy rotated NMS over all detections (IoU > threshold suppresses).
+    """Keep mask of per-class greedy rotated NMS over all detections (float64 boxes).
 
-    Pairs are found by ``ops``' grid index with the boxes' bounds clipped to ``frame`` (default:
-    the extent of the box centres), so memory stays bounded even for boxes far larger than the
-    raster; IoUs are computed in float64 so raster-wide coordinates keep their precision.
+    ``frame`` (default: the extent of the box centres) is what the pair search clips the boxes'
+    bounds to, so its memory stays bounded whatever the boxes' sizes; no pair is lost.
     """
+    keep = np.ones(len(dets), dtype=bool)
+    if len(dets) < 2:
+        return keep
     import torch
 
-    from ..ops.greedy import greedy_keep
-    from ..ops.iou_rotated import box_iou_rotated
+    from ..ops import grouped_nms_rotated
 
-    n = len(dets)
-    keep = np.ones(n, dtype=bool)
-    if n < 2:
-        return keep
-    order = np.lexsort((np.arange(n), -dets.scores))
-    boxes = torch.from_numpy(np.ascontiguousarray(dets.boxes[order], dtype=np.float64))
-    labels = torch.from_numpy(np.ascontiguousarray(dets.labels[order]))
-    aabb = torch.from_numpy(bounds(dets.boxes[order]))
-    if frame is None:
-        frame = frame_of(dets, 0.0, 0.0)
-
-    def suppresses(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        same = labels[i] == labels[j]
-        out = torch.zeros_like(same)
-        idx = torch.nonzero(same, as_tuple=True)[0]
-        if idx.numel():
-            iou = box_iou_rotated(boxes[i[idx]], boxes[j[idx]], aligned=True).reshape(-1)
-            out[idx] = iou > iou_threshold
-        return out
-
-    kept = greedy_keep(aabb, suppresses, frame=frame).numpy()
+    kept = grouped_nms_rotated(torch.from_numpy(np.ascontiguousarray(dets.boxes, dtype=np.float64)),
+                               torch.from_numpy(np.ascontiguousarray(dets.scores, dtype=np.float64)),
+                               torch.from_numpy(np.ascontiguousarray(dets.labels, dtype=np.int64)),
+                               iou_threshold, frame=frame or frame_of(dets, 0.0, 0.0))
     keep[:] = False
-    keep[order[kept]] = True
+    keep[kept.numpy()] = True
     return keep
 
 

@@ -28,6 +28,10 @@ from .windows import Tile
 # making memory grow with the raster; a tile row's worth of blocks is all that helps.
 BLOCK_CACHE_BYTES = 128 * 2**20
 
+# A processing resolution may enlarge the raster at most this many times per axis: finer adds no
+# detail, only pixels (and an absurd --gsd would otherwise build a grid of billions of tiles).
+MAX_UPSAMPLE = 8.0
+
 # Invalid and padded pixels get the network's mean colour: zero after normalisation, the
 # same value the detector pads with, so they look like "nothing" to the network.
 NEUTRAL_RGB = (124, 116, 104)
@@ -72,6 +76,11 @@ def processing_grid(
     if pixel_size_m is None:
         raise UserError("--gsd needs a georeferenced raster (this one lacks a CRS or a geotransform)")
     scale_x, scale_y = pixel_size_m[0] / gsd, pixel_size_m[1] / gsd
+    if max(scale_x, scale_y) > MAX_UPSAMPLE:
+        finest = max(pixel_size_m) / MAX_UPSAMPLE
+        raise UserError(
+            f"--gsd {gsd:g} would enlarge the raster {max(scale_x, scale_y):.3g} times (its pixels are "
+            f"{pixel_size_m[0]:.3g} x {pixel_size_m[1]:.3g} m); use at least {finest:.3g} m per pixel")
     out_w, out_h = int(width * scale_x), int(height * scale_y)
     if out_w < 4 or out_h < 4:
         raise UserError(

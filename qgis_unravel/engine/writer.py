@@ -38,8 +38,8 @@ osr.UseExceptions()
 
 DRIVERS_BY_EXTENSION = {
     ".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON",
-    ".fgb": "FlatGeobuf", ".gml": "GML", ".kml": "KML", ".sqlite": "SQLite", ".csv": "CSV",
-    ".geojsonl": "GeoJSONSeq", ".geojsons": "GeoJSONSeq", ".gpx": "GPX", ".tab": "MapInfo File",
+    ".fgb": "FlatGeobuf", ".gml": "GML", ".kml": "KML", ".sqlite": "SQLite",
+    ".geojsonl": "GeoJSONSeq", ".geojsons": "GeoJSONSeq", ".tab": "MapInfo File",
 }
 FIELDS = (
     ("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("score", ogr.OFTReal),
@@ -85,6 +85,62 @@ def write_detections(
         remove_stale_partials(path)
         count = _write_locked(result, path, driver, layer, overwrite, append, cancel)
     return WriteReport(str(path), layer, count)
+
+
+def check_output(path: Any, layer: Optional[str] = None, overwrite: bool = False, append: bool = False,
+                 crs_wkt: Optional[str] = None, cancel: Optional[threading.Event] = None) -> None:
+    """Refuse, before any work, an output that ``write_detections`` would refuse after it.
+
+    Checks the format, the folder, an existing layer (and, to append, its fields and CRS), then
+    writes one dummy feature with the real writer into a temporary folder beside the output
+    and removes it: a format that cannot hold these polygons (GPX, CSV) or a folder we cannot
+    write in fails now, not after hours of detection. Nothing existing is touched.
+    """
+    path = Path(os.fspath(path)).expanduser().absolute()
+    if overwrite and append:
+        raise UserError("--overwrite and --append exclude each other; choose one")
+    driver = driver_for(path)
+    layer = layer or path.stem
+    _check_folder(path.parent)
+    with output_lock(path.parent, cancel):
+        remove_stale_partials(path)
+        existing = _existing_layers(path, driver)
+        if layer in existing and not (overwrite or append):
+            raise UserError(f"layer '{layer}' already exists in {path}; "
+                            "use --overwrite to replace it or --append to add to it")
+        if append and layer in existing:
+            _check_appendable(path, layer, crs_wkt)
+        _dry_run(path, driver, layer, crs_wkt)
+
+
+def _check_appendable(path: Path, layer_name: str, crs_wkt: Optional[str]) -> None:
+    ds = ogr.Open(str(path))
+    try:
+        layer = ds.GetLayerByName(layer_name)
+        _check_fields(layer, layer_name)
+        _check_crs(layer, layer_name, crs_wkt)
+    finally:
+        ds = None
+
+
+def _dry_run(path: Path, driver: str, layer: str, crs_wkt: Optional[str]) -> None:
+    """Write one dummy feature as ``driver`` beside ``path`` and delete it again."""
+    one = np.ones(1)
+    dummy = RasterDetections(polygons=np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]]),
+                             boxes_px=np.zeros((1, 5)), scores=one.astype(np.float32),
+                             class_ids=np.zeros(1, np.int64), angle_deg=one, length_m=one,
+                             width_m=one, area_m2=one, classes=["check"], crs_wkt=crs_wkt)
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=PARTIAL_SUFFIX, dir=path.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write in {path.parent}: {_one_line(exc)}") from None
+    try:
+        _write(dummy, tmp_dir / path.name, driver, layer, False, False, False, None)
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"cannot write detections as {driver} ({path.suffix or path.name}): "
+                        f"{_one_line(exc)}; use .gpkg, .shp, .geojson or .fgb") from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _write_locked(result: RasterDetections, path: Path, driver: str, layer: str, overwrite: bool,
