@@ -15,6 +15,7 @@ temporary folder behind; the next write to the same path removes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal, ogr, osr
@@ -75,15 +76,8 @@ def write_detections(
     append: bool = False, cancel: Optional[threading.Event] = None,
 ) -> WriteReport:
     """Write ``result`` to ``path`` (format from the extension) and return what was written."""
-    path = Path(os.fspath(path)).expanduser().absolute()
-    if overwrite and append:
-        raise UserError("--overwrite and --append exclude each other; choose one")
-    driver = driver_for(path)
-    layer = layer or path.stem
-    _check_folder(path.parent)
-    with output_lock(path.parent, cancel):
-        remove_stale_partials(path)
-        count = _write_locked(result, path, driver, layer, overwrite, append, cancel)
+    with _locked_output(path, layer, overwrite, append, cancel) as (path, driver, layer, existing):
+        count = _write_locked(result, path, driver, layer, existing, overwrite, append, cancel)
     return WriteReport(str(path), layer, count)
 
 
@@ -95,6 +89,19 @@ def check_output(path: Any, layer: Optional[str] = None, overwrite: bool = False
     writes one dummy feature with the real writer into a temporary folder beside the output
     and removes it: a format that cannot hold these polygons (GPX, CSV) or a folder we cannot
     write in fails now, not after hours of detection. Nothing existing is touched.
+    """
+    with _locked_output(path, layer, overwrite, append, cancel) as (path, driver, layer, existing):
+        if append and layer in existing:
+            _check_appendable(path, layer, crs_wkt)
+        _dry_run(path, driver, layer, crs_wkt)
+
+
+@contextlib.contextmanager
+def _locked_output(path: Any, layer: Optional[str], overwrite: bool, append: bool,
+                   cancel: Optional[threading.Event]) -> Iterator[Tuple[Path, str, str, List[str]]]:
+    """Check the output and hold its folder's writer lock: (path, driver, layer, existing layers).
+
+    Leftovers of killed writes are removed first; an existing layer needs overwrite or append.
     """
     path = Path(os.fspath(path)).expanduser().absolute()
     if overwrite and append:
@@ -108,9 +115,7 @@ def check_output(path: Any, layer: Optional[str] = None, overwrite: bool = False
         if layer in existing and not (overwrite or append):
             raise UserError(f"layer '{layer}' already exists in {path}; "
                             "use --overwrite to replace it or --append to add to it")
-        if append and layer in existing:
-            _check_appendable(path, layer, crs_wkt)
-        _dry_run(path, driver, layer, crs_wkt)
+        yield path, driver, layer, existing
 
 
 def _check_appendable(path: Path, layer_name: str, crs_wkt: Optional[str]) -> None:
@@ -143,16 +148,10 @@ def _dry_run(path: Path, driver: str, layer: str, crs_wkt: Optional[str]) -> Non
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _write_locked(result: RasterDetections, path: Path, driver: str, layer: str, overwrite: bool,
-                  append: bool, cancel: Optional[threading.Event]) -> int:
-    """The check-copy-write-replace sequence; the caller holds the folder's writer lock, so
-    what is checked here is still true when the file is replaced."""
-    existing = _existing_layers(path, driver)
-    if layer in existing and not (overwrite or append):
-        raise UserError(
-            f"layer '{layer}' already exists in {path}; "
-            "use --overwrite to replace it or --append to add to it"
-        )
+def _write_locked(result: RasterDetections, path: Path, driver: str, layer: str, existing: List[str],
+                  overwrite: bool, append: bool, cancel: Optional[threading.Event]) -> int:
+    """The copy-write-replace sequence; the caller holds the folder's writer lock, so what it
+    checked (``existing``) is still true when the file is replaced."""
     multi_layer = driver in ("GPKG", "SQLite")
     keep_old = path.exists() and (multi_layer or (append and layer in existing))
     try:
