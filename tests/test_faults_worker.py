@@ -21,11 +21,14 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 ENGINE = '''
 import sys
+import time
 
 
 def run_detect(spec, emit, cancel):
     emit({"type": "result", "output": None, "layer": None, "count": 1, "counts": {"x": 1},
           "partial": False, "model": "fake", "features": None})
+    if spec.input == "lingering":  # the result is out, the engine takes a while to return
+        time.sleep(1.5)
     return 0
 
 
@@ -97,3 +100,11 @@ def test_a_hostile_line_gets_an_error_and_the_worker_keeps_serving(worker, name)
     result = worker.next_event()
     assert result["type"] == "result" and result["id"] == "d"
     assert worker.proc.poll() is None
+
+
+def test_a_request_right_after_a_result_is_served_not_refused_as_busy(worker):
+    worker.send(b'{"cmd": "detect", "id": "a", "spec": {"input": "lingering", "model": "m"}}\n')
+    assert worker.next_event()["id"] == "a"
+    worker.send(b'{"cmd": "detect", "id": "b", "spec": {"input": "x.tif", "model": "m"}}\n')
+    answer = worker.next_event()
+    assert answer["type"] == "result" and answer["id"] == "b", answer

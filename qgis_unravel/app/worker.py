@@ -211,6 +211,10 @@ class WorkerServer:
             self.send({**protocol.error(f"bad run spec: {exc}", "user"), "id": request_id})
             return
         with self._lock:
+            finishing = self._job if self._job is not None and self._job.finished_with_event else None
+        if finishing is not None:  # its result is out, its thread is only returning: not busy
+            finishing.thread.join(timeout=10)
+        with self._lock:
             if self._job is not None:
                 busy_id = self._job.id
                 job = None
