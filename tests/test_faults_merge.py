@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from qgis_unravel.engine.merge import Detections, TileDetections, merge, nms_across_tiles
 from qgis_unravel.engine.windows import tile_grid
@@ -44,6 +45,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_boxes_far_larger_than_the_raster_merge_within_a_memory_cap():
     done = subprocess.run([sys.executable, "-c", CHILD.format(per_tile=400)], capture_output=True,
                           text=True, timeout=240)

@@ -102,6 +102,7 @@ def _cli(tmp_path, url, env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_ends_a_cli_run_stuck_on_a_silent_server(tmp_path, silent_server):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GDAL_HTTP")}

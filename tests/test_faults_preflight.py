@@ -89,6 +89,7 @@ GSD_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_gsd_finer_than_any_sensor_is_refused_before_any_work(tmp_path, setup):
     raster, model, _, _ = setup
     script = tmp_path / "gsd.py"
