@@ -77,7 +77,7 @@ def test_json_round_trip_keeps_every_field():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"tile_size": 0}, "tile size must be a whole number >= 1"),
+    ({"tile_size": 0}, "tile size must be a whole number from 32"),
     ({"overlap": -1}, "overlap must be a whole number"),
     ({"tile_size": 256, "overlap": 256}, "must be smaller than the tile size"),
     ({"batch_size": 0}, "batch size"),

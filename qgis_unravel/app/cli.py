@@ -167,14 +167,38 @@ def _reporting_errors(emit: Emit, body: Callable[[], int]) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except Exception as exc:
-        emit({"type": "log", "message": traceback.format_exc()})
-        emit(protocol.error(f"internal error: {type(exc).__name__}: {exc}", "internal"))
+        details = traceback.format_exc()
+        emit({"type": "log", "message": details})
+        where = save_crash_log(details)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        tail = f" (details in {where})" if where else ""
+        emit(protocol.error(f"internal error: {type(exc).__name__}: {first}{tail}", "internal"))
         return 2
+
+
+def save_crash_log(details: str) -> Optional[str]:
+    """Write a traceback to ``<cache>/logs/`` and return its path (None when that fails)."""
+    import os
+    import tempfile
+
+    from ..zoo.cache import cache_root
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (cache_root() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"qgis-unravel-crash-{stamp}-{os.getpid()}.log"
+            path.write_text(details, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return None
 
 
 def _run(spec: RunSpec, emit: Emit, cancel: Optional[threading.Event]) -> int:
     from ..engine.detect import detect_raster
-    from ..engine.raster import describe, open_dataset
+    from ..engine.preflight import preflight
+    from ..engine.raster import inspect
     from ..engine.writer import driver_for, write_detections
 
     spec.validate()  # before anything slow happens
@@ -185,8 +209,8 @@ def _run(spec: RunSpec, emit: Emit, cancel: Optional[threading.Event]) -> int:
                         "or a checkpoint path")
     if spec.output is not None:
         driver_for(Path(spec.output))  # reject an unknown format before hours of work
-    with open_dataset(spec.input) as ds:  # a bad raster fails before the model loads
-        describe(ds, spec.bands)
+    info = inspect(spec.input, spec.bands, cancel)  # a bad raster fails before the model loads
+    preflight(spec, info, cancel)  # so does anything that would fail at the end
     detector, defaults = _detector(spec.model, _device(spec.device), emit)
     spec = spec.resolve(defaults)  # the one place a run's settings are decided
     emit({"type": "log", "message": f"settings: {spec.summary()}"})

@@ -28,7 +28,8 @@ class TerminalReporter:
             self._line(f"warning: {event['message']}")
         elif kind == "error":
             self._line(f"error: {event['message']}")
-        elif kind == "log" and (not self.quiet or "Traceback" in event.get("message", "")):
+        elif kind == "log" and not self.quiet and "Traceback" not in event.get("message", ""):
+            # a traceback goes to the crash log named by the error line, not to the user's face
             self._line(event["message"].rstrip())
         elif kind == "result":
             self._end_bar()

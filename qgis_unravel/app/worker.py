@@ -12,6 +12,10 @@ another one (the tests start a small script that passes a fake).
 
 Only protocol lines may reach stdout: the real stdout is kept for them and file descriptor 1 is
 pointed at stderr, so stray prints from libraries cannot corrupt the stream.
+
+No request can stop the worker or make it deaf: stdin is read as bytes, a line that is not
+UTF-8, not JSON, nested too deep, too long or of the wrong shape gets an ``error`` event and
+the loop goes on to the next line.
 """
 
 from __future__ import annotations
@@ -94,6 +98,13 @@ class Job:
         self._server.job_done(self)
 
 
+class _TooLong:
+    """Inbox marker for a request line that was refused without being buffered."""
+
+    def __init__(self, message: str = f"a request line is longer than {protocol.MAX_REQUEST_BYTES} bytes"):
+        self.message = message
+
+
 class WorkerServer:
     """Reads requests, runs jobs, writes events; see the module docstring."""
 
@@ -119,11 +130,24 @@ class WorkerServer:
         with self._lock:
             return self._job is not None
 
-    def read_requests(self, stream: IO[str]) -> None:
-        """Feed stdin lines into the inbox; EOF means the client is gone."""
-        for line in stream:
-            if line.strip():
-                self._inbox.put(line)
+    def read_requests(self, stream: IO[Any]) -> None:
+        """Feed stdin lines (bytes, or str for in-process use) into the inbox; EOF means the
+        client is gone. Lines longer than ``MAX_REQUEST_BYTES`` are skipped, not buffered."""
+        limit = protocol.MAX_REQUEST_BYTES
+        try:
+            while True:
+                line = stream.readline(limit + 1)
+                if not line:
+                    break
+                if len(line) > limit and not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+                    while line and not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+                        line = stream.readline(limit + 1)  # drop the rest of the long line
+                    self._inbox.put(_TooLong())
+                    continue
+                if line.strip():
+                    self._inbox.put(line)
+        except Exception as exc:  # a broken pipe or a closed stream: as if the client left
+            self._inbox.put(_TooLong(f"cannot read requests: {type(exc).__name__}: {exc}"))
         self._inbox.put(None)
 
     def serve(self, stream: IO[str]) -> int:
@@ -142,11 +166,22 @@ class WorkerServer:
                 return 0
             if isinstance(item, dict):  # internal wake-up after a job
                 continue
+            if isinstance(item, _TooLong):
+                self.send(protocol.error(f"bad request: {item.message}", "internal"))
+                continue
             if self.handle(item) == "shutdown":
                 self._cancel_all()
                 return 0
 
-    def handle(self, line: str) -> str | None:
+    def handle(self, line: str | bytes) -> str | None:
+        """Answer one request line; whatever it holds, the worker stays up and listening."""
+        try:
+            return self._handle(line)
+        except Exception as exc:  # RecursionError and friends included
+            self.send(protocol.error(f"bad request: {type(exc).__name__}: {str(exc)[:200]}", "internal"))
+            return None
+
+    def _handle(self, line: str | bytes) -> str | None:
         try:
             request = protocol.decode(line)
         except protocol.ProtocolError as exc:
@@ -175,6 +210,10 @@ class WorkerServer:
         except (UserError, TypeError) as exc:
             self.send({**protocol.error(f"bad run spec: {exc}", "user"), "id": request_id})
             return
+        with self._lock:
+            finishing = self._job if self._job is not None and self._job.finished_with_event else None
+        if finishing is not None:  # its result is out, its thread is only returning: not busy
+            finishing.thread.join(timeout=10)
         with self._lock:
             if self._job is not None:
                 busy_id = self._job.id
@@ -221,7 +260,7 @@ def main(argv: list[str] | None = None, run: RunFn | None = None) -> int:
     if run is None:
         from .cli import run_spec as run
     out = protocol_stdout()
-    stdin = open(sys.stdin.fileno(), encoding="utf-8", closefd=False)  # noqa: SIM115
+    stdin = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115 (bytes: see read_requests)
     server = WorkerServer(out, run, args.idle)
     return server.serve(stdin)
 

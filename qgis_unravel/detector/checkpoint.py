@@ -184,6 +184,19 @@ def check_detector_layout(sd: Mapping[str, Tensor]) -> None:
         )
 
 
+def check_finite(sd: Mapping[str, Tensor]) -> None:
+    """Refuse weights holding NaN or infinity (a damaged file, a diverged or poisoned training):
+    they would only surface later as NaN boxes and an obscure error deep in the network."""
+    bad = [key for key, value in sd.items() if isinstance(value, Tensor) and value.is_floating_point()
+           and not bool(torch.isfinite(value).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"the weights hold NaN or infinite values ({shown}): the file is damaged or its training "
+            "diverged; use another checkpoint"
+        )
+
+
 def _describe(sd: Mapping[str, Tensor]) -> str:
     """A short summary of the top-level parts of a state dict, for error messages."""
     parts = sorted({".".join(k.split(".")[:2]) for k in sd})
@@ -312,6 +325,7 @@ def load_detector(
     operation order most closely.
     """
     sd, meta = read_checkpoint(path)
+    check_finite(sd)
     detector = build_detector(sd, meta)
     detector.info["checkpoint"] = str(path)
     detector.fast = fast

@@ -76,6 +76,9 @@ class OrientedRPNHead(nn.Module):
         scores = torch.cat(scores_all)
         boxes = self.bbox_coder.decode(torch.cat(anchors_all), torch.cat(deltas_all))
         ids = torch.cat(levels)
+        finite = torch.isfinite(boxes).all(1) & torch.isfinite(scores)
+        if not bool(finite.all()):  # overflowing activations: such proposals cannot be boxes
+            boxes, scores, ids = boxes[finite], scores[finite], ids[finite]
         if cfg.min_bbox_size > 0:
             valid = (boxes[:, 2] >= cfg.min_bbox_size) & (boxes[:, 3] >= cfg.min_bbox_size)
             boxes, scores, ids = boxes[valid], scores[valid], ids[valid]

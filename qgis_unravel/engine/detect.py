@@ -24,7 +24,7 @@ from .contract import Detector, normalization_of, thresholds_of
 from .errors import UserError
 from .georef import Georeferencer, apply_affine, box_corners
 from .merge import Detections, TileDetections, merge
-from .raster import RasterInfo, describe, open_dataset
+from .raster import RasterInfo, cancellable, describe, is_remote, open_dataset
 from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid
 from .result import RasterDetections
 from .scaling import Scaling, choose_scaling
@@ -94,13 +94,17 @@ def plan_raster(source: Any, options: RunSpec) -> RasterPlan:
     """
     notes: List[str] = []
     limit_block_cache()
-    with open_dataset(source) as ds:
-        info = describe(ds, options.bands)
-        scaling = choose_scaling(ds, info.bands, options.value_range)
-    if not info.georeferenced:
-        notes.append(f"{info.path} has no CRS or geotransform: features are in pixel coordinates "
-                     "(y up, as QGIS shows such rasters) and sizes are left empty")
-    georef = Georeferencer(info.transform, info.crs_wkt)
+
+    def inspect() -> Tuple[RasterInfo, Any]:
+        with open_dataset(source) as ds:
+            info = describe(ds, options.bands)
+            return info, choose_scaling(ds, info.bands, options.value_range)
+
+    info, scaling = cancellable(inspect, cancel if is_remote(source) else None)
+    note = info.place.note(info.path) if info.place is not None else None
+    if note:
+        notes.append(note)
+    georef = Georeferencer(info.transform, info.crs_wkt, measurable=info.georeferenced)
     pixel_size = georef.pixel_size_m(info.width, info.height)
     pgrid = processing_grid(info.width, info.height, pixel_size, options.gsd)
     grid = tile_grid(pgrid.width, pgrid.height, options.tile_size, options.overlap)
@@ -234,7 +238,7 @@ def _run_tiles(
         report()
 
     depth = max(options.prefetch, 2 * batch_size)
-    with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth) as tiles_read:
+    with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth, cancel) as tiles_read:
         for tile, image in tiles_read:
             if cancel is not None and cancel.is_set():
                 return parts, seen, skipped, True
@@ -244,6 +248,8 @@ def _run_tiles(
             batch.append((tile, image))
             if len(batch) >= batch_size:
                 flush()
+        if cancel is not None and cancel.is_set():  # the reader stopped waiting for a tile
+            return parts, seen, skipped, True
         if batch:
             flush()
     report()

@@ -3,8 +3,18 @@
 The four corners of each box go through the raster's full affine (rotation and shear
 included), so the polygon is exact in the raster's CRS. Sizes and areas are geodesic on
 the CRS's ellipsoid, which is right for geographic CRSs and for projections whose scale
-varies (Web Mercator) alike. Without georeferencing, coordinates stay in pixels and the
-sizes are left empty.
+varies (Web Mercator) alike.
+
+Where features go when the raster lacks part of its georeferencing follows one rule, the one
+QGIS 3.22 uses to show such a raster, so results always land on the image in any project CRS:
+
+- the geotransform is the raster's own when it has one, else pixel coordinates with y negated
+  (QGIS's GDAL provider falls back to (0, 1, 0, 0, 0, -1) instead of GDAL's y-down default);
+- the CRS is the raster's own when it has one, else none: QGIS gives such a raster an invalid
+  CRS and draws it untransformed in the project's coordinates, and a vector layer without a
+  CRS is drawn the same way (the GeoPackage writer uses srs_id -1, "undefined Cartesian";
+  srs_id 0 would be an undefined *geographic* CRS, which QGIS reprojects far away);
+- real-world sizes need both; otherwise they are left empty.
 """
 
 from __future__ import annotations
@@ -16,6 +26,48 @@ import numpy as np
 from rasterio.transform import Affine
 
 from .projdata import ensure_proj_data
+
+# QGIS's geotransform for a raster without one: pixel (col, row) -> (col, -row).
+UNGEOREFERENCED_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a raster's features go: the affine and CRS to use, and what the raster lacked."""
+
+    transform: Affine
+    crs_wkt: Optional[str]
+    has_transform: bool
+    has_crs: bool
+
+    @property
+    def georeferenced(self) -> bool:
+        """Both a geotransform and a CRS: map coordinates and real-world sizes."""
+        return self.has_transform and self.has_crs
+
+    def note(self, name: str) -> Optional[str]:
+        """The warning for a raster that lacks part of its georeferencing (None when complete)."""
+        if self.georeferenced:
+            return None
+        if self.has_transform:
+            return (f"{name} has a geotransform but no CRS: features use its coordinates and have no "
+                    "CRS either, so QGIS draws them on the image; sizes are left empty")
+        if self.has_crs:
+            return (f"{name} has a CRS but no geotransform: features are in pixel coordinates "
+                    "(y up), where QGIS shows the image; sizes are left empty")
+        return (f"{name} has no georeferencing: features are in pixel coordinates (y up) without a "
+                "CRS, where QGIS shows the image in any project CRS; sizes are left empty")
+
+
+def placement(transform: Optional[Affine], crs_wkt: Optional[str]) -> Placement:
+    """The one rule for placing features of a raster with or without transform and CRS.
+
+    ``transform`` is None (or the identity GDAL reports for "none") when the raster has no
+    geotransform; ``crs_wkt`` is None when it has no CRS.
+    """
+    has_transform = transform is not None and not transform.is_identity
+    return Placement(transform if has_transform else UNGEOREFERENCED_TRANSFORM, crs_wkt or None,
+                     has_transform, bool(crs_wkt))
 
 
 def box_corners(boxes: np.ndarray) -> np.ndarray:
@@ -54,13 +106,16 @@ class Measures:
 class Georeferencer:
     """Map corners and geodesic sizes for one raster's transform and CRS."""
 
-    def __init__(self, transform: Affine, crs_wkt: Optional[str]):
+    def __init__(self, transform: Affine, crs_wkt: Optional[str], measurable: Optional[bool] = None):
+        """``measurable``: whether map units are real (default: when there is a CRS); a CRS
+        with pixel coordinates (no geotransform) gives no sizes."""
         self.transform = transform
         self.crs_wkt = crs_wkt
+        self.measurable = bool(crs_wkt) if measurable is None else measurable
         self._geod = None
         self._to_lonlat = None
         self._geographic = False
-        if crs_wkt:
+        if crs_wkt and self.measurable:
             self._set_up_crs(crs_wkt)
 
     def _set_up_crs(self, crs_wkt: str) -> None:
@@ -107,7 +162,7 @@ class Georeferencer:
         len_w, len_h = np.hypot(*side_w.T), np.hypot(*side_h.T)
         long_side = np.where((len_w >= len_h)[:, None], side_w, side_h)
         angle = np.degrees(np.arctan2(long_side[:, 0], long_side[:, 1])) % 180.0
-        if self.crs_wkt is None:  # pixel coordinates: no metric sizes
+        if not self.measurable:  # pixel coordinates or unknown units: no metric sizes
             nan = np.full(len(corners), np.nan)
             return Measures(angle, nan, nan, nan)
         area = np.abs(side_w[:, 0] * side_h[:, 1] - side_w[:, 1] * side_h[:, 0])
@@ -136,7 +191,7 @@ class Georeferencer:
 
     def pixel_size_m(self, width: int, height: int) -> Optional[Tuple[float, float]]:
         """Ground size of one pixel (along columns, along rows) at the raster centre."""
-        if self.crs_wkt is None:
+        if not self.measurable:
             return None
         cx, cy = width / 2.0, height / 2.0
         px = np.array([[[cx, cy], [cx + 1, cy], [cx + 1, cy + 1], [cx, cy + 1]]])

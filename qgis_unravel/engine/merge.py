@@ -7,13 +7,15 @@ whole and its box is the better one); then a per-class rotated NMS across tiles.
 The NMS is the ops' ``grouped_nms_rotated`` (the project's one rotated NMS) in float64: greedy
 over all boxes, but rotated IoUs are computed only for pairs whose bounds meet (the ops' grid
 index), so it scales with the number of boxes rather than its square, even for a 100k x 100k
-raster.
+raster. Its memory stays bounded even when a sick checkpoint emits boxes far larger than the
+raster: the bounds are clipped to the raster frame for the pair search, and boxes with
+non-finite numbers are dropped first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -129,8 +131,27 @@ def seam_filter(dets: Detections, grid: TileGrid, processed: Sequence[int]) -> n
     return keep
 
 
-def nms_across_tiles(dets: Detections, iou_threshold: float) -> np.ndarray:
-    """Keep mask of per-class greedy rotated NMS over all detections (float64 boxes)."""
+def finite(dets: Detections) -> np.ndarray:
+    """Mask of detections whose box and score are finite numbers (a sick network emits NaN/inf)."""
+    return np.isfinite(dets.boxes).all(axis=1) & np.isfinite(dets.scores)
+
+
+def frame_of(dets: Detections, width: float, height: float) -> Tuple[float, float, float, float]:
+    """The raster frame, widened to hold every box centre, so that every box meets it."""
+    if len(dets) == 0:
+        return 0.0, 0.0, float(width), float(height)
+    cx, cy = dets.boxes[:, 0], dets.boxes[:, 1]
+    return (min(0.0, float(cx.min())), min(0.0, float(cy.min())),
+            max(float(width), float(cx.max())), max(float(height), float(cy.max())))
+
+
+def nms_across_tiles(dets: Detections, iou_threshold: float,
+                     frame: Optional[Tuple[float, float, float, float]] = None) -> np.ndarray:
+    """Keep mask of per-class greedy rotated NMS over all detections (float64 boxes).
+
+    ``frame`` (default: the extent of the box centres) is what the pair search clips the boxes'
+    bounds to, so its memory stays bounded whatever the boxes' sizes; no pair is lost.
+    """
     keep = np.ones(len(dets), dtype=bool)
     if len(dets) < 2:
         return keep
@@ -141,7 +162,7 @@ def nms_across_tiles(dets: Detections, iou_threshold: float) -> np.ndarray:
     kept = grouped_nms_rotated(torch.from_numpy(np.ascontiguousarray(dets.boxes, dtype=np.float64)),
                                torch.from_numpy(np.ascontiguousarray(dets.scores, dtype=np.float64)),
                                torch.from_numpy(np.ascontiguousarray(dets.labels, dtype=np.int64)),
-                               iou_threshold)
+                               iou_threshold, frame=frame or frame_of(dets, 0.0, 0.0))
     keep[:] = False
     keep[kept.numpy()] = True
     return keep
@@ -151,8 +172,9 @@ def merge(parts: Sequence[TileDetections], grid: TileGrid, processed: Sequence[i
           iou_threshold: float, seam_rule: bool = True) -> Detections:
     """All tiles' detections as one non-redundant set, in processing pixels, best first."""
     dets = shift(parts)
+    dets = dets.take(finite(dets))
     if seam_rule:
         dets = dets.take(seam_filter(dets, grid, processed))
-    dets = dets.take(nms_across_tiles(dets, iou_threshold))
+    dets = dets.take(nms_across_tiles(dets, iou_threshold, frame_of(dets, grid.width, grid.height)))
     order = np.lexsort((np.arange(len(dets)), -dets.scores))
     return dets.take(order)

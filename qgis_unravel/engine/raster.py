@@ -2,27 +2,72 @@
 
 Every way a file can be unusable (missing, not a raster, too small, no usable bands)
 becomes a ``UserError`` with one clear line, so the CLI never shows a traceback for them.
+
+Remote rasters (``/vsicurl/``, ``https://``, ``/vsis3/`` ...) get HTTP timeouts unless the user
+set their own (a server that stops answering would otherwise hang GDAL forever, deaf to Ctrl-C),
+and their slow calls run in a helper thread so a cancel (Ctrl-C, the plugin's Cancel) is
+honoured at once instead of when GDAL returns.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar
 
 import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 
-from .errors import UserError
+from .errors import Cancelled, UserError
+from .georef import UNGEOREFERENCED_TRANSFORM, Placement, placement  # noqa: F401 (re-exported)
 
 MIN_SIDE = 4
-# Pixel -> output coordinates for a raster without georeferencing: QGIS shows such rasters
-# with y pointing up from the top-left corner, so features land on the image.
-UNGEOREFERENCED_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+# GDAL's network settings, used unless the environment already sets them: seconds for a whole
+# request, for connecting, and retries of a failed request.
+NETWORK_DEFAULTS = {"GDAL_HTTP_TIMEOUT": "60", "GDAL_HTTP_CONNECTTIMEOUT": "20",
+                    "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "1"}
+CANCEL_POLL_S = 0.1
+T = TypeVar("T")
+
+
+def is_remote(source: Any) -> bool:
+    path = os.fspath(source)
+    return "://" in path or path.startswith("/vsi")
+
+
+def network_defaults() -> None:
+    """Give GDAL HTTP timeouts (through the environment, which every GDAL build reads)."""
+    for name, value in NETWORK_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def cancellable(work: Callable[[], T], cancel: Optional[threading.Event]) -> T:
+    """Run ``work`` in a helper thread and wait for it, raising ``Cancelled`` as soon as ``cancel``
+    is set (a GDAL call waiting on the network cannot be interrupted; it is abandoned)."""
+    if cancel is None:
+        return work()
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    helper = threading.Thread(target=run, name="qgis-unravel-open", daemon=True)
+    helper.start()
+    while helper.is_alive():
+        if cancel.is_set():
+            raise Cancelled()
+        helper.join(CANCEL_POLL_S)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 @dataclass(frozen=True)
@@ -38,15 +83,18 @@ class RasterInfo:
     crs_wkt: Optional[str]
     transform: Affine
     georeferenced: bool
+    place: Optional[Placement] = None
 
 
 def open_dataset(source: Any) -> rasterio.io.DatasetReader:
     """Open ``source`` for reading; a user error for files GDAL cannot read."""
     path = os.fspath(source)
-    is_remote = "://" in path or path.startswith("/vsi")
-    if not is_remote and not Path(path).exists():
+    remote = is_remote(path)
+    if remote:
+        network_defaults()
+    if not remote and not Path(path).exists():
         raise UserError(f"input raster not found: {path}")
-    if not is_remote and Path(path).is_dir():
+    if not remote and Path(path).is_dir():
         raise UserError(f"input is a folder, not a raster file: {path}")
     try:
         with warnings.catch_warnings():
@@ -54,6 +102,17 @@ def open_dataset(source: Any) -> rasterio.io.DatasetReader:
             return rasterio.open(path)
     except RasterioIOError as exc:
         raise UserError(f"cannot read {path} as a raster ({_first_line(exc)})") from None
+
+
+def inspect(source: Any, bands: Optional[Sequence[int]] = None,
+            cancel: Optional[threading.Event] = None) -> RasterInfo:
+    """Open and describe ``source``; cancellable while a remote server keeps GDAL waiting."""
+
+    def work() -> RasterInfo:
+        with open_dataset(source) as ds:
+            return describe(ds, bands)
+
+    return cancellable(work, cancel if is_remote(source) else None)
 
 
 def describe(ds: rasterio.io.DatasetReader, bands: Optional[Sequence[int]] = None) -> RasterInfo:
@@ -67,8 +126,7 @@ def describe(ds: rasterio.io.DatasetReader, bands: Optional[Sequence[int]] = Non
     dtype = ds.dtypes[chosen[0] - 1]
     if dtype == "complex" or dtype.startswith("complex"):
         raise UserError(f"{ds.name} has complex-valued pixels, which cannot be shown as RGB")
-    transform = ds.transform
-    georeferenced = ds.crs is not None and not transform.is_identity
+    place = placement(ds.transform, ds.crs.to_wkt() if ds.crs else None)
     local = Path(ds.name)
     return RasterInfo(
         path=str(local.resolve()) if local.exists() else ds.name,
@@ -77,9 +135,10 @@ def describe(ds: rasterio.io.DatasetReader, bands: Optional[Sequence[int]] = Non
         count=ds.count,
         dtype=dtype,
         bands=chosen,
-        crs_wkt=ds.crs.to_wkt() if georeferenced else None,
-        transform=transform if georeferenced else UNGEOREFERENCED_TRANSFORM,
-        georeferenced=georeferenced,
+        crs_wkt=place.crs_wkt,
+        transform=place.transform,
+        georeferenced=place.georeferenced,
+        place=place,
     )
 
 

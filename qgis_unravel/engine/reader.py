@@ -28,6 +28,10 @@ from .windows import Tile
 # making memory grow with the raster; a tile row's worth of blocks is all that helps.
 BLOCK_CACHE_BYTES = 128 * 2**20
 
+# A processing resolution may enlarge the raster at most this many times per axis: finer adds no
+# detail, only pixels (and an absurd --gsd would otherwise build a grid of billions of tiles).
+MAX_UPSAMPLE = 8.0
+
 # Invalid and padded pixels get the network's mean colour: zero after normalisation, the
 # same value the detector pads with, so they look like "nothing" to the network.
 NEUTRAL_RGB = (124, 116, 104)
@@ -70,8 +74,13 @@ def processing_grid(
     if gsd <= 0:
         raise UserError(f"processing resolution {gsd} must be a positive number of metres per pixel")
     if pixel_size_m is None:
-        raise UserError("--gsd needs a georeferenced raster (this one has no CRS or geotransform)")
+        raise UserError("--gsd needs a georeferenced raster (this one lacks a CRS or a geotransform)")
     scale_x, scale_y = pixel_size_m[0] / gsd, pixel_size_m[1] / gsd
+    if max(scale_x, scale_y) > MAX_UPSAMPLE:
+        finest = max(pixel_size_m) / MAX_UPSAMPLE
+        raise UserError(
+            f"--gsd {gsd:g} would enlarge the raster {max(scale_x, scale_y):.3g} times (its pixels are "
+            f"{pixel_size_m[0]:.3g} x {pixel_size_m[1]:.3g} m); use at least {finest:.3g} m per pixel")
     out_w, out_h = int(width * scale_x), int(height * scale_y)
     if out_w < 4 or out_h < 4:
         raise UserError(
@@ -134,9 +143,10 @@ class Prefetcher:
     """
 
     def __init__(self, path: str, bands: Sequence[int], scaling: Scaling, grid: ProcessingGrid,
-                 tiles: Sequence[Tile], depth: int = 4):
+                 tiles: Sequence[Tile], depth: int = 4, cancel: Optional[threading.Event] = None):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self._cancel = cancel
         self._args = (path, bands, scaling, grid, list(tiles))
         self._thread = threading.Thread(target=self._run, name="qgis-unravel-reader", daemon=True)
         self._thread.start()
@@ -166,8 +176,14 @@ class Prefetcher:
                 continue
 
     def __iter__(self) -> Iterator[Tuple[Tile, Optional[np.ndarray]]]:
+        """Tiles in order; ends early when ``cancel`` is set, even while a read is stuck."""
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._cancel is not None and self._cancel.is_set():
+                    return
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):

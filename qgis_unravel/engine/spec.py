@@ -32,6 +32,14 @@ DEFAULT_MEAN: Tuple[float, float, float] = (123.675, 116.28, 103.53)  # ImageNet
 DEFAULT_STD: Tuple[float, float, float] = (58.395, 57.12, 57.375)
 DEFAULT_CHANNEL_ORDER = "RGB"
 
+# Upper bounds: beyond them a value is a typo or an attack, and would exhaust memory before any
+# useful work (a 10^6 px tile alone is 2.7 TiB of activations).
+MIN_TILE_SIZE = 32
+MAX_TILE_SIZE = 8192
+MAX_BATCH_SIZE = 256
+MAX_DETECTIONS_LIMIT = 100_000
+MAX_PREFETCH = 64
+
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # The knobs ``resolve`` always fills.
 _RESOLVED_FIELDS = ("tile_size", "overlap", "batch_size", "score_threshold", "nms_iou", "merge_iou",
@@ -161,10 +169,10 @@ class RunSpec:
             out.append("overwrite and append exclude each other; choose one")
         if not _DEVICE_RE.match(str(self.device)):
             out.append(f"invalid device {self.device!r}: use auto, cpu, cuda or cuda:N")
-        _positive_int(out, "tile size", self.tile_size)
-        _positive_int(out, "batch size", self.batch_size)
-        _positive_int(out, "max detections", self.max_detections)
-        _positive_int(out, "prefetch", self.prefetch)
+        _int_in(out, "tile size", self.tile_size, MIN_TILE_SIZE, MAX_TILE_SIZE, " pixels")
+        _int_in(out, "batch size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _int_in(out, "max detections", self.max_detections, 1, MAX_DETECTIONS_LIMIT)
+        _int_in(out, "prefetch", self.prefetch, 1, MAX_PREFETCH)
         if self.overlap is not None:
             if not _is_int(self.overlap) or self.overlap < 0:
                 out.append(f"overlap must be a whole number of pixels >= 0, not {self.overlap!r}")
@@ -289,9 +297,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive_int(out: list, what: str, value: Any) -> None:
-    if value is not None and (not _is_int(value) or value < 1):
-        out.append(f"{what} must be a whole number >= 1, not {value!r}")
+def _int_in(out: list, what: str, value: Any, low: int, high: int, unit: str = "") -> None:
+    if value is not None and (not _is_int(value) or not low <= value <= high):
+        out.append(f"{what} must be a whole number from {low} to {high}{unit}, not {value!r}")
 
 
 def _unit(out: list, what: str, value: Any, open_low: bool) -> None:

@@ -6,10 +6,16 @@ as it was, never a half-written one. Adding a layer to an existing GeoPackage wo
 copy of it for the same reason. An existing layer is only replaced with ``overwrite`` or
 extended with ``append``. GeoPackages get the QML style in their ``layer_styles`` table (so
 QGIS opens the layer styled); file formats get it as a ``.qml`` sidecar.
+
+Concurrent runs writing into the same folder take turns (``outlock``): each one's check of the
+existing layers, copy, write and replace happen under an exclusive lock, so no update is lost
+and no run silently replaces a file another one just wrote. A write killed midway leaves its
+temporary folder behind; the next write to the same path removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -17,12 +23,13 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import Cancelled, UserError
+from .outlock import PARTIAL_SUFFIX, output_lock, partial_prefix, remove_stale_partials
 from .result import RasterDetections
 from .style import categorized_qml
 
@@ -32,8 +39,8 @@ osr.UseExceptions()
 
 DRIVERS_BY_EXTENSION = {
     ".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON",
-    ".fgb": "FlatGeobuf", ".gml": "GML", ".kml": "KML", ".sqlite": "SQLite", ".csv": "CSV",
-    ".geojsonl": "GeoJSONSeq", ".geojsons": "GeoJSONSeq", ".gpx": "GPX", ".tab": "MapInfo File",
+    ".fgb": "FlatGeobuf", ".gml": "GML", ".kml": "KML", ".sqlite": "SQLite",
+    ".geojsonl": "GeoJSONSeq", ".geojsons": "GeoJSONSeq", ".tab": "MapInfo File",
 }
 FIELDS = (
     ("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("score", ogr.OFTReal),
@@ -69,22 +76,86 @@ def write_detections(
     append: bool = False, cancel: Optional[threading.Event] = None,
 ) -> WriteReport:
     """Write ``result`` to ``path`` (format from the extension) and return what was written."""
+    with _locked_output(path, layer, overwrite, append, cancel) as (path, driver, layer, existing):
+        count = _write_locked(result, path, driver, layer, existing, overwrite, append, cancel)
+    return WriteReport(str(path), layer, count)
+
+
+def check_output(path: Any, layer: Optional[str] = None, overwrite: bool = False, append: bool = False,
+                 crs_wkt: Optional[str] = None, cancel: Optional[threading.Event] = None) -> None:
+    """Refuse, before any work, an output that ``write_detections`` would refuse after it.
+
+    Checks the format, the folder, an existing layer (and, to append, its fields and CRS), then
+    writes one dummy feature with the real writer into a temporary folder beside the output
+    and removes it: a format that cannot hold these polygons (GPX, CSV) or a folder we cannot
+    write in fails now, not after hours of detection. Nothing existing is touched.
+    """
+    with _locked_output(path, layer, overwrite, append, cancel) as (path, driver, layer, existing):
+        if append and layer in existing:
+            _check_appendable(path, layer, crs_wkt)
+        _dry_run(path, driver, layer, crs_wkt)
+
+
+@contextlib.contextmanager
+def _locked_output(path: Any, layer: Optional[str], overwrite: bool, append: bool,
+                   cancel: Optional[threading.Event]) -> Iterator[Tuple[Path, str, str, List[str]]]:
+    """Check the output and hold its folder's writer lock: (path, driver, layer, existing layers).
+
+    Leftovers of killed writes are removed first; an existing layer needs overwrite or append.
+    """
     path = Path(os.fspath(path)).expanduser().absolute()
     if overwrite and append:
         raise UserError("--overwrite and --append exclude each other; choose one")
     driver = driver_for(path)
     layer = layer or path.stem
     _check_folder(path.parent)
-    existing = _existing_layers(path, driver)
-    if layer in existing and not (overwrite or append):
-        raise UserError(
-            f"layer '{layer}' already exists in {path}; "
-            "use --overwrite to replace it or --append to add to it"
-        )
+    with output_lock(path.parent, cancel):
+        remove_stale_partials(path)
+        existing = _existing_layers(path, driver)
+        if layer in existing and not (overwrite or append):
+            raise UserError(f"layer '{layer}' already exists in {path}; "
+                            "use --overwrite to replace it or --append to add to it")
+        yield path, driver, layer, existing
+
+
+def _check_appendable(path: Path, layer_name: str, crs_wkt: Optional[str]) -> None:
+    ds = ogr.Open(str(path))
+    try:
+        layer = ds.GetLayerByName(layer_name)
+        _check_fields(layer, layer_name)
+        _check_crs(layer, layer_name, crs_wkt)
+    finally:
+        ds = None
+
+
+def _dry_run(path: Path, driver: str, layer: str, crs_wkt: Optional[str]) -> None:
+    """Write one dummy feature as ``driver`` beside ``path`` and delete it again."""
+    one = np.ones(1)
+    dummy = RasterDetections(polygons=np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]]),
+                             boxes_px=np.zeros((1, 5)), scores=one.astype(np.float32),
+                             class_ids=np.zeros(1, np.int64), angle_deg=one, length_m=one,
+                             width_m=one, area_m2=one, classes=["check"], crs_wkt=crs_wkt)
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=PARTIAL_SUFFIX, dir=path.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write in {path.parent}: {_one_line(exc)}") from None
+    try:
+        _write(dummy, tmp_dir / path.name, driver, layer, False, False, False, None)
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"cannot write detections as {driver} ({path.suffix or path.name}): "
+                        f"{_one_line(exc)}; use .gpkg, .shp, .geojson or .fgb") from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _write_locked(result: RasterDetections, path: Path, driver: str, layer: str, existing: List[str],
+                  overwrite: bool, append: bool, cancel: Optional[threading.Event]) -> int:
+    """The copy-write-replace sequence; the caller holds the folder's writer lock, so what it
+    checked (``existing``) is still true when the file is replaced."""
     multi_layer = driver in ("GPKG", "SQLite")
     keep_old = path.exists() and (multi_layer or (append and layer in existing))
     try:
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        tmp_dir = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=PARTIAL_SUFFIX, dir=path.parent))
     except OSError as exc:
         raise UserError(f"could not write in {path.parent}: {_one_line(exc)}") from None
     try:
@@ -102,7 +173,7 @@ def write_detections(
         raise UserError(f"could not write {path}: {_one_line(exc)}") from None
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return WriteReport(str(path), layer, count)
+    return count
 
 
 def _check_folder(folder: Path) -> None:
@@ -173,11 +244,22 @@ def _create_layer(ds: Any, name: str, crs_wkt: Optional[str], driver: str) -> An
         srs = osr.SpatialReference()
         srs.ImportFromWkt(crs_wkt)
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    elif driver == "GPKG":
+        srs = undefined_cartesian_srs()
     options = ["GEOMETRY_NAME=geom"] if driver == "GPKG" else []
     layer = ds.CreateLayer(name, srs=srs, geom_type=ogr.wkbPolygon, options=options)
     for field_name, kind in FIELDS:
         layer.CreateField(ogr.FieldDefn(field_name, kind))
     return layer
+
+
+def undefined_cartesian_srs() -> Any:
+    """The GeoPackage's srs_id -1 ("undefined Cartesian"): QGIS then draws the layer untransformed,
+    as it draws a raster without CRS. Without it GDAL would use srs_id 0, an undefined
+    *geographic* CRS that QGIS reprojects far away from the image."""
+    srs = osr.SpatialReference()
+    srs.SetLocalCS("Undefined cartesian SRS")
+    return srs
 
 
 def _check_fields(layer: Any, name: str) -> None:

@@ -75,16 +75,20 @@ def _block_pairs(aabb: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
 def _suppress_later(
     index: GridIndex, kept: Tensor, first_later: int, suppresses: PairTest, suppressed: Tensor
 ) -> None:
-    """Mark in ``suppressed`` every later, still-live rank that a rank in ``kept`` suppresses."""
-    q, j = index.touching(kept)
-    live = (j >= first_later) & ~suppressed[j]
-    q, j = q[live], j[live]
-    if q.numel():
-        hit = suppresses(q, j)
-        suppressed[j[hit]] = True
+    """Mark in ``suppressed`` every later, still-live rank that a rank in ``kept`` suppresses.
+
+    Touching pairs come in bounded steps, so memory does not grow with how many boxes overlap.
+    """
+    for q, j in index.touching_steps(kept):
+        live = (j >= first_later) & ~suppressed[j]
+        q, j = q[live], j[live]
+        if q.numel():
+            hit = suppresses(q, j)
+            suppressed[j[hit]] = True
 
 
-def greedy_keep(aabb: Tensor, suppresses: PairTest, block: int | None = None) -> Tensor:
+def greedy_keep(aabb: Tensor, suppresses: PairTest, block: int | None = None,
+                frame: tuple[float, float, float, float] | None = None) -> Tensor:
     """Greedy NMS over boxes already sorted by descending score; returns the kept ranks.
 
     Args:
@@ -93,11 +97,14 @@ def greedy_keep(aabb: Tensor, suppresses: PairTest, block: int | None = None) ->
         suppresses: exact test for candidate pairs of ranks (i < j).
         block: ranks handled together; larger blocks mean fewer synchronisations but more
             wasted pair tests inside a block (default ``BLOCK``).
+        frame: (x1, y1, x2, y2) that every box meets (e.g. the raster); bounds are clipped to it,
+            which bounds the index's memory for absurdly large boxes and loses no pair.
     """
     block = BLOCK if block is None else block
     n = aabb.shape[0]
     device = aabb.device
-    index = GridIndex(aabb)
+    index = GridIndex(aabb, frame)
+    aabb = index.aabb
     suppressed = torch.zeros(n, dtype=torch.bool, device=device)
     kept_all: list[Tensor] = []
     for r0 in range(0, n, block):

@@ -108,7 +108,8 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return _nms_rotated(boxes, scores, float(iou_threshold), None)
 
 
-def _nms_rotated(boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | None) -> Tensor:
+def _nms_rotated(boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | None,
+                 frame: tuple[float, float, float, float] | None = None) -> Tensor:
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -122,7 +123,7 @@ def _nms_rotated(boxes: Tensor, scores: Tensor, thr: float, groups: Tensor | Non
     sorted_groups = None if groups is None else groups[order]
     if thr <= 0:
         aabb = _whole_plane(aabb)
-    keep = greedy_keep(aabb, _same_group(sorted_groups, test))
+    keep = greedy_keep(aabb, _same_group(sorted_groups, test), frame=frame)
     return order[keep]
 
 
@@ -153,21 +154,24 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thres
     return _nms_rotated(shifted, scores, float(iou_threshold), None)
 
 
-def grouped_nms_rotated(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+def grouped_nms_rotated(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float,
+                        frame: tuple[float, float, float, float] | None = None) -> Tensor:
     """Rotated NMS within each group (class), boxes left where they are.
 
     The rule is ``nms_rotated``'s (descending score, ties by index, suppressed at IoU
     ``>= iou_threshold``); unlike ``batched_nms_rotated`` no group is shifted away, so float64
     boxes anywhere on a large raster are compared at full precision. Only pairs whose bounds
     meet are ever tested (the grid index of ``greedy_keep``), so the cost follows the number of
-    neighbours, not the square of the number of boxes.
+    neighbours, not the square of the number of boxes. ``frame`` (x1, y1, x2, y2), met by every
+    box (e.g. the raster), bounds the pair search's memory for absurdly large boxes
+    (``spatial.GridIndex``); the result is the same.
 
     Returns:
         int64 indices into ``boxes`` of the kept boxes, by descending score.
     """
     _check(boxes, scores, 5, "(cx, cy, w, h, a)")
     _check_idxs(groups, boxes.shape[0], "groups")
-    return _nms_rotated(boxes, scores, float(iou_threshold), groups)
+    return _nms_rotated(boxes, scores, float(iou_threshold), groups, frame)
 
 
 def _horizontal_test(boxes: Tensor, iou_threshold: float):

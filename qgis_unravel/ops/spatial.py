@@ -4,9 +4,21 @@ Every box is registered in each grid cell its bounds cover; two boxes can only t
 a cell. A pair sharing several cells is reported once: for the cell holding the lower-left corner
 of the two bounds' overlap. All of it is tensor code (sort, searchsorted, repeat_interleave), so it
 runs unchanged on CPU and CUDA.
+
+Memory is bounded whatever the boxes (this is the one place that guarantees it for every NMS):
+
+- bounds may be clipped to a ``frame`` (the raster or tile being processed). A decoder emits boxes
+  hundreds of thousands of pixels wide when a checkpoint is untrained or poisoned; clipped, they
+  cover at most the frame. No touching pair is lost when every box meets the frame (its centre
+  lies in it): three axis-aligned rectangles that meet pairwise share a point.
+- the grid is coarsened until the cells covered stay within a few per box;
+- candidates are enumerated, tested and handed on in steps of ``_ENUM_BUDGET``
+  (``touching_steps``), so even n boxes that all touch never need n x n memory at once.
 """
 
 from __future__ import annotations
+
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -30,10 +42,21 @@ def _ranges(start: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
     return owner, value
 
 
+def clip_to_frame(aabb: Tensor, frame: tuple[float, float, float, float] | None) -> Tensor:
+    """Bounds (N, 4) clipped to ``frame`` (x1, y1, x2, y2); unchanged when frame is None."""
+    if frame is None or aabb.shape[0] == 0:
+        return aabb
+    x1, y1, x2, y2 = (float(v) for v in frame)
+    low = aabb.new_tensor([x1, y1, x1, y1])
+    high = aabb.new_tensor([x2, y2, x2, y2])
+    return torch.minimum(torch.maximum(aabb, low), high)
+
+
 class GridIndex:
     """Grid over the bounds ``aabb`` (N, 4); ``touching(queries)`` lists overlapping pairs."""
 
-    def __init__(self, aabb: Tensor) -> None:
+    def __init__(self, aabb: Tensor, frame: tuple[float, float, float, float] | None = None) -> None:
+        aabb = clip_to_frame(aabb, frame)
         self.aabb = aabb
         n = aabb.shape[0]
         device = aabb.device
@@ -80,27 +103,44 @@ class GridIndex:
     def touching(self, queries: Tensor) -> tuple[Tensor, Tensor]:
         """All pairs (q, j), q in ``queries``, j any indexed box other than q, whose bounds touch.
 
-        Each pair appears once. Candidates are enumerated in steps, so memory stays bounded.
+        Each pair appears once. The result can be as large as the pairs that really touch; use
+        ``touching_steps`` to consume them in bounded pieces.
         """
+        out_q, out_j = [], []
+        for q, j in self.touching_steps(queries):
+            out_q.append(q)
+            out_j.append(j)
+        if not out_q:
+            empty = torch.zeros(0, dtype=torch.long, device=queries.device)
+            return empty, empty
+        return torch.cat(out_q), torch.cat(out_j)
+
+    def touching_steps(self, queries: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """The pairs of ``touching``, in steps of at most ``_ENUM_BUDGET`` candidates each."""
         owner, keys = self._cover(queries)
         start = torch.searchsorted(self.keys, keys)
         count = torch.searchsorted(self.keys, keys, right=True) - start
         total = torch.cumsum(count, 0)
-        out_q, out_j = [], []
         begin = 0
         n_entries = int(count.numel())
         while begin < n_entries:
             base = int(total[begin - 1]) if begin else 0
             end = int(torch.searchsorted(total, base + _ENUM_BUDGET, right=True))
             end = min(max(end, begin + 1), n_entries)
-            q, j = self._pairs_in(owner[begin:end], keys[begin:end], start[begin:end], count[begin:end])
-            out_q.append(q)
-            out_j.append(j)
+            yield from self._pairs_split(owner[begin:end], keys[begin:end], start[begin:end],
+                                         count[begin:end])
             begin = end
-        if not out_q:
-            empty = torch.zeros(0, dtype=torch.long, device=queries.device)
-            return empty, empty
-        return torch.cat(out_q), torch.cat(out_j)
+
+    def _pairs_split(self, owner: Tensor, keys: Tensor, start: Tensor,
+                     count: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """``_pairs_in``, cutting a single cell whose members alone exceed the budget into pieces."""
+        if owner.numel() > 1 or int(count.sum()) <= _ENUM_BUDGET:
+            yield self._pairs_in(owner, keys, start, count)
+            return
+        first, size = int(start[0]), int(count[0])
+        for offset in range(0, size, _ENUM_BUDGET):
+            piece = min(_ENUM_BUDGET, size - offset)
+            yield self._pairs_in(owner, keys, start.new_tensor([first + offset]), count.new_tensor([piece]))
 
     def _pairs_in(self, owner: Tensor, keys: Tensor, start: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
         which, pos = _ranges(start, count)

@@ -32,6 +32,7 @@ import json
 from typing import IO, Any
 
 PROTOCOL_VERSION = 2  # 2: detect carries a RunSpec as JSON, not an argv list
+MAX_REQUEST_BYTES = 1 << 20  # a request is a few hundred bytes; longer lines are refused unread
 
 EVENT_TYPES = frozenset({"hello", "progress", "warning", "log", "result", "error"})
 REQUEST_COMMANDS = frozenset({"detect", "cancel", "ping", "shutdown"})
@@ -46,17 +47,26 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
 
 
-def decode(line: str) -> dict[str, Any]:
-    """Parse one line; raise ProtocolError when it is not a JSON object with a known kind."""
+def decode(line: str | bytes) -> dict[str, Any]:
+    """Parse one line; raise ProtocolError when it is not a JSON object with a known kind.
+
+    Any input ends in a dict or a ProtocolError: bytes that are not UTF-8, nesting too deep for
+    the parser, a kind that is a list or a number are all refused the same way.
+    """
+    if isinstance(line, (bytes, bytearray)):
+        try:
+            line = bytes(line).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         message = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"not JSON: {line[:200]!r}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ProtocolError(f"not JSON: {line[:200]!r} ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"not a JSON object: {line[:200]!r}")
     kind = message.get("type", message.get("cmd"))
-    if kind not in EVENT_TYPES and kind not in REQUEST_COMMANDS:
-        raise ProtocolError(f"unknown message kind {kind!r}")
+    if not isinstance(kind, str) or (kind not in EVENT_TYPES and kind not in REQUEST_COMMANDS):
+        raise ProtocolError(f"unknown message kind {str(kind)[:100]!r}")
     return message
 
 

@@ -33,6 +33,8 @@ from .errors import ChecksumMismatchError, DownloadCancelled, DownloadError, Off
 Progress = Callable[[int, Optional[int]], None]
 USER_AGENT = "qgis-unravel-model-zoo"
 CHUNK = 1 << 16
+# Without a size from the card or the server, a download stops here (no checkpoint is this big).
+MAX_UNANNOUNCED_BYTES = 16 << 30
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
 
@@ -63,7 +65,7 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size
     """
     if not urls:
         raise DownloadError(f"no download link is known for {dest.name}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(dest.parent)
     failures: list[str] = []
     all_offline = True
     with DownloadLock(dest) as lock:
@@ -82,6 +84,17 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None, size
                 failures.append(str(exc))
     cls = OfflineError if all_offline else DownloadError
     raise cls(f"Downloading {dest.name} failed: {'; '.join(failures)}. {manual_hint(urls, dest)}")
+
+
+def make_cache_folder(folder: Path) -> None:
+    """Create the folder a download goes to; a file in the way is a clear DownloadError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+        raise DownloadError(f"cannot create the model cache folder {folder}: {why}. Move it away, or "
+                            "set QGIS_UNRAVEL_CACHE to a folder you can write to.") from None
 
 
 def resume_point(dest: Path, size: int | None) -> int:
@@ -160,6 +173,13 @@ def _fetch(url: str, dest: Path, have: int, size: int | None, progress: Progress
             write_validator(dest, url, response.headers.get("ETag"), response.headers.get("Last-Modified"))
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else size
+        # The card's size when known (a server cannot make us store more), else the server's.
+        limit = size if size is not None else (total if total is not None else MAX_UNANNOUNCED_BYTES)
+        if total is not None and total > limit:
+            discard_partial(dest)
+            raise ChecksumMismatchError(
+                f"{url} announces {total} bytes but the model card says {limit}; nothing was kept. "
+                "Report the problem if it persists.")
         mode = "ab" if offset else "wb"
         done = offset
         if progress:
@@ -180,6 +200,12 @@ def _fetch(url: str, dest: Path, have: int, size: int | None, progress: Progress
                             "run the download again to resume") from None
                     if not chunk:
                         break
+                    if done + len(chunk) > limit:
+                        handle.close()
+                        discard_partial(dest)
+                        raise ChecksumMismatchError(
+                            f"{url} sent more than the {limit} bytes expected; the download was "
+                            "stopped and discarded. Report the problem if it persists.")
                     handle.write(chunk)
                     done += len(chunk)
                     if progress:
