@@ -82,15 +82,16 @@ def detect_raster(
     options = resolved_for(detector, options)
     classes = classes_of(detector)
     class_ids(classes, options.classes)  # a typo in a class name fails before any tile
-    plan = plan_raster(source, options)
+    plan = plan_raster(source, options, cancel)
     run = run_windows(plan.source, plan.tiles, detector, options, progress, cancel)
     return finish_raster(plan, run, classes, options)
 
 
-def plan_raster(source: Any, options: RunSpec) -> RasterPlan:
+def plan_raster(source: Any, options: RunSpec, cancel: Optional[threading.Event] = None) -> RasterPlan:
     """Open and check a raster, choose its scaling and lay its windows (no pixel is run).
 
-    ``options`` must be resolved (its tile size and overlap decide the windows).
+    ``options`` must be resolved (its tile size and overlap decide the windows). ``cancel``
+    interrupts the opening of a remote raster whose server stops answering.
     """
     notes: List[str] = []
     limit_block_cache()
