@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import batched_nms_rotated, roi_align_rotated
+from ..ops import multiclass_nms_rotated, roi_align_rotated
 from .coders import DeltaXYWHAOBBoxCoder
 from .config import (
     RCNN_CODER_STDS,
@@ -193,21 +193,9 @@ class OrientedRoIHead(nn.Module):
         return results
 
     def _multiclass_nms(self, boxes: Tensor, scores: Tensor) -> Detections:
-        """mmrotate multiclass_nms_rotated with class-agnostic boxes."""
+        """mmrotate multiclass_nms_rotated with class-agnostic boxes (background column dropped)."""
         cfg = self.test_cfg
-        num_classes = scores.shape[1] - 1
-        fg = scores[:, :num_classes]
-        valid = fg > cfg.score_thr
-        box_idx, labels = torch.nonzero(valid, as_tuple=True)
-        cand_scores = fg[box_idx, labels]
-        cand_boxes = boxes[box_idx]
-        if cand_boxes.shape[0] == 0:
-            return cand_boxes, cand_scores, labels
-        keep = batched_nms_rotated(cand_boxes, cand_scores, labels, cfg.nms_iou)
-        if cfg.max_per_img > 0:
-            keep = keep[: cfg.max_per_img]
-        return cand_boxes[keep], cand_scores[keep], labels[keep]
-
+        return multiclass_nms_rotated(boxes, scores[:, :-1], cfg.score_thr, cfg.nms_iou, cfg.max_per_img)
 
 def _clamp_centres(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
     """The decoder's max_shape step: centres into [0, W-1] x [0, H-1] of the unpadded image."""
