@@ -51,8 +51,11 @@ def infer_architecture(state_dict: Mapping[str, Tensor]) -> Dict[str, Any]:
         )
     return {
         "architecture": "refined-det",
-        "backbone": f"ResNet-{backbone['depth']}",
+        "backbone": "ResNet",
         "backbone_config": backbone,
+        "depth": backbone["depth"],
+        "stem_width": backbone["base_channels"],
+        "depths": list(resnet.ARCH[backbone["depth"]][1]),
         "fpn_width": int(state_dict["neck.lateral_convs.0.conv.weight"].shape[0]),
         "head_width": channels,
         "stacked_convs": stacked_convs_in(state_dict),

@@ -1,0 +1,347 @@
+"""Generate the Refined-Det golden data with the upstream reference stack.
+
+Runs in the reference environment (mmcv-full 1.7.2 with CPU ops, mmdet 2.28.2, mmrotate 0.3.4),
+never in the project's own:
+
+    REFENV_PYTHON reference/gen_refined_det.py --source /path/to/Refined-Det --out tests/golden/refined_det
+
+``--source`` is a checkout or a bare git directory of the public repository shenhaibb/Refined-Det.
+Only its two model files are used: ``mmrotate/models/detectors/refined_det.py`` and
+``mmrotate/models/dense_heads/fr_head.py``. They are copied into a temporary folder with their
+relative imports made absolute, imported (which registers ``RefinedDet`` and ``FRHead`` over
+upstream mmrotate 0.3.4), and deleted again; nothing of them is written to the output.
+
+What is written (see tests/golden/refined_det/README.md):
+- ``reduced_model.pth``: an mmcv checkpoint of a reduced Refined-Det (ResNet-18 at base width 8,
+  32-channel FPN and head, 15 classes) with random weights and calibrated BatchNorms;
+- ``reduced_model_io.npz``: its input and every stage's tensors, on a 160x224 image;
+- ``resnet50_io.npz`` + ``resnet50_backbone.pth``: a ResNet-50 (bottleneck) backbone at base width 4;
+- ``op_deform_conv.npz``: mmcv's DeformConv2d on random data;
+- ``state_dict_keys_r50.txt``/``_r101.txt``: the full-size models' keys, shapes and parameter counts;
+- ``info.json``: versions, settings, margins of the discrete decisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FILES = {
+    "refdet_fr_head": "mmrotate/models/dense_heads/fr_head.py",
+    "refdet_detector": "mmrotate/models/detectors/refined_det.py",
+}
+DOTA_CLASSES = (
+    "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle",
+    "ship", "tennis-court", "basketball-court", "storage-tank", "soccer-ball-field", "roundabout",
+    "harbor", "swimming-pool", "helicopter",
+)
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+STRIDES = [8, 16, 32, 64, 128]
+IMAGE_HW = (160, 224)
+WIDTH = 32
+NMS_PRE = 300  # the configs' 2000 exceeds every level of a 160x224 image; 300 exercises the top-k at P3
+
+
+# source -------------------------------------------------------------------------------------
+def read_source(source: Path, rel: str) -> str:
+    """A file of the repository from a checkout or a bare git directory (HEAD)."""
+    if (source / rel).is_file():
+        return (source / rel).read_text(encoding="utf-8")
+    out = subprocess.run(
+        ["git", f"--git-dir={source}", "show", f"HEAD:{rel}"], check=True, capture_output=True, text=True
+    )
+    return out.stdout
+
+
+def absolute_imports(text: str, rel: str) -> str:
+    """``from ..x import y`` -> ``from mmrotate.models.x import y``, from the file's package."""
+    package = rel[: -len(".py")].split("/")[:-1]
+
+    def fix(match: re.Match) -> str:
+        dots, rest = match.group(1), match.group(2)
+        base = package[: len(package) - (len(dots) - 1)]
+        target = ".".join(base + ([rest] if rest else []))
+        return f"from {target} import"
+
+    return re.sub(r"^from (\.+)([\w.]*) import", fix, text, flags=re.M)
+
+
+def register(source: Path) -> None:
+    """Import the two model files (imports rewritten) from a temporary folder."""
+    import mmrotate  # noqa: F401  (registers the upstream modules first)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, rel in FILES.items():
+            path = Path(tmp) / f"{name}.py"
+            path.write_text(absolute_imports(read_source(source, rel), rel), encoding="utf-8")
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+
+
+# model --------------------------------------------------------------------------------------
+def reduced_config(depth: int = 18, base: int = 8, width: int = WIDTH, num_classes: int = 15) -> dict:
+    """The DOTA config's model with a small ResNet and narrow FPN/head; train_cfg None (inference)."""
+    stage = [base * 2**i * (4 if depth >= 50 else 1) for i in range(4)]
+    return dict(
+        type="RefinedDet",
+        backbone=dict(type="ResNet", depth=depth, base_channels=base, num_stages=4, out_indices=(0, 1, 2, 3),
+                      frozen_stages=1, zero_init_residual=False, norm_cfg=dict(type="BN", requires_grad=True),
+                      norm_eval=True, style="pytorch", init_cfg=None),
+        neck=dict(type="FPN", in_channels=stage, out_channels=width, start_level=1,
+                  add_extra_convs="on_input", num_outs=5),
+        bbox_head=dict(
+            type="FRHead", num_classes=num_classes, in_channels=width, stacked_convs=2, feat_channels=width,
+            assign_by_circumhbbox=None,
+            anchor_generator=dict(type="RotatedAnchorGenerator", scales=[4], ratios=[1.0], strides=STRIDES),
+            bbox_coder=dict(type="DeltaXYWHAOBBoxCoder", angle_range="le90", norm_factor=None, edge_swap=True,
+                            proj_xy=True, target_means=(0.0,) * 5, target_stds=(1.0,) * 5),
+            loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+            loss_bbox=dict(type="SmoothL1Loss", beta=0.11, loss_weight=1.0)),
+        train_cfg=None,
+        test_cfg=dict(nms_pre=NMS_PRE, min_bbox_size=0, score_thr=0.05, nms=dict(iou_thr=0.1), max_per_img=2000),
+    )
+
+
+def build(cfg: dict, width: int):
+    from mmcv import ConfigDict
+    from mmrotate.models import build_detector
+    from mmrotate.models.detectors.utils import AlignConvModule
+
+    model = build_detector(ConfigDict(cfg))
+    # RefinedDet hard-codes AlignConvModule(256, ...); the reduced model needs it at its width.
+    model.align_conv = AlignConvModule(width, STRIDES, 3)
+    return model
+
+
+def randomize(model, image: torch.Tensor) -> None:
+    """Weights that give well-conditioned, non-trivial tensors at every stage (seeded)."""
+    g = torch.Generator().manual_seed(2)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) or type(module).__name__ == "DeformConv2d":
+            fan_in = module.weight[0].numel()
+            gain = 2.0 if not name.startswith("neck") else 1.0
+            module.weight.data = torch.randn(module.weight.shape, generator=g) * math.sqrt(gain / fan_in)
+            if getattr(module, "bias", None) is not None:
+                module.bias.data = torch.rand(module.bias.shape, generator=g) * 0.2 - 0.1
+    head = model.bbox_head
+    head.retina_reg.weight.data *= 0.3  # coarse deltas of std ~0.3, like a trained head
+    head.retina_cls.bias.data -= 3.0  # most cells background
+    head.cls_score_refine_conv.weight.data *= 0.3
+    head.bbox_pred_refine_conv.weight.data *= 0.3
+    calibrate_bn(model.backbone, image)
+
+
+def calibrate_bn(backbone, image: torch.Tensor) -> None:
+    """BN running stats from one batch, then randomized affine/statistics (seeded)."""
+    bns = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    backbone.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        backbone(image)
+    g = torch.Generator().manual_seed(1)
+    for m in bns:
+        m.eval()
+        m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+        m.bias.data = torch.rand(m.bias.shape, generator=g) * 0.5 - 0.25
+        var = m.running_var.clamp(min=1e-2)
+        m.running_mean += 0.2 * var.sqrt() * torch.randn(var.shape, generator=g)
+        m.running_var = var * (torch.rand(var.shape, generator=g) * 1.5 + 0.5)
+
+
+def scene(seed: int, hw=IMAGE_HW) -> np.ndarray:
+    """RGB uint8: colour ramps, 12 filled rotated rectangles, noise."""
+    rng = np.random.RandomState(seed)
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    image = np.stack([rng.uniform(60, 180) + rng.uniform(-0.3, 0.3) * xx + rng.uniform(-0.3, 0.3) * yy
+                      for _ in range(3)], axis=-1)
+    for _ in range(12):
+        bw, bh = rng.uniform(12, 60), rng.uniform(6, 24)
+        cx, cy, a = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(-math.pi / 2, math.pi / 2)
+        u = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)
+        v = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
+        image[(np.abs(u) <= bw / 2) & (np.abs(v) <= bh / 2)] = rng.uniform(0, 255, size=3)
+    image += rng.normal(0, 12, size=image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(((image.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1).copy())[None]
+
+
+# stages -------------------------------------------------------------------------------------
+def run_stages(model, img: torch.Tensor, score_thr: float) -> dict:
+    """The reference's simple_test, step by step, keeping every intermediate."""
+    h, w = img.shape[-2:]
+    metas = [dict(img_shape=(h, w, 3), ori_shape=(h, w, 3), pad_shape=(h, w, 3),
+                  scale_factor=np.ones(4, np.float32), flip=False)]
+    model.bbox_head.test_cfg.score_thr = score_thr
+    out = {}
+    with torch.no_grad():
+        backbone = model.backbone(img)
+        feats = model.neck(backbone)
+        coarse_cls, coarse_reg, refine_cls, refine_reg, gates = model.bbox_head(feats)
+        gated = tuple(x + x * g for x, g in zip(feats, gates))
+        rois = model.bbox_head.refine_bboxes(coarse_cls, coarse_reg)
+        aligned = model.align_conv(gated, rois)
+        cls2, reg2, *_ = model.bbox_head(aligned)
+        cls = [a + a * b for a, b in zip(cls2, refine_cls)]
+        reg = [a + a * b for a, b in zip(reg2, refine_reg)]
+        dets, labels = model.bbox_head.get_bboxes(cls, reg, metas, rescale=False, rois=rois)[0]
+        simple = model.simple_test(img, metas, rescale=False)[0]
+    for i, t in enumerate(backbone):
+        out[f"backbone_out{i}"] = t[0]
+    for lvl in range(5):
+        out[f"fpn_out{lvl}"] = feats[lvl][0]
+        out[f"coarse_cls_l{lvl}"] = coarse_cls[lvl][0]
+        out[f"coarse_reg_l{lvl}"] = coarse_reg[lvl][0]
+        out[f"refine_cls_l{lvl}"] = refine_cls[lvl][0]
+        out[f"refine_reg_l{lvl}"] = refine_reg[lvl][0]
+        out[f"gate_l{lvl}"] = gates[lvl][0]
+        out[f"rois_l{lvl}"] = rois[0][lvl]
+        out[f"aligned_l{lvl}"] = aligned[lvl][0]
+        out[f"cls_score_l{lvl}"] = cls[lvl][0]
+        out[f"bbox_pred_l{lvl}"] = reg[lvl][0]
+    out["det_bboxes"], out["det_labels"] = dets, labels
+    # the stepwise path must be the reference's own simple_test
+    for c in range(len(simple)):
+        mine = dets[labels == c].numpy()
+        assert np.allclose(mine, simple[c], atol=0, rtol=0), f"stepwise != simple_test for class {c}"
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def pick_threshold(model, img: torch.Tensor) -> tuple:
+    """A score threshold in the widest gap of the sorted top-k scores between ranks 150 and 400."""
+    with torch.no_grad():
+        feats = model.extract_feat(img)
+        coarse_cls, coarse_reg, refine_cls, _, gates = model.bbox_head(feats)
+        rois = model.bbox_head.refine_bboxes(coarse_cls, coarse_reg)
+        aligned = model.align_conv(tuple(x + x * g for x, g in zip(feats, gates)), rois)
+        cls2, *_ = model.bbox_head(aligned)
+    scores = []
+    for a, b in zip(cls2, refine_cls):
+        s = (a + a * b)[0].permute(1, 2, 0).reshape(-1, a.shape[1]).sigmoid()
+        if s.shape[0] > NMS_PRE:
+            s = s[s.max(1).values.topk(NMS_PRE).indices]
+        scores.append(s.reshape(-1))
+    values = torch.cat(scores).sort(descending=True).values.numpy()
+    gaps = values[150:400] - values[151:401]
+    i = int(np.argmax(gaps)) + 150
+    return float((values[i] + values[i + 1]) / 2), float(gaps.max()), i + 1
+
+
+# ops ----------------------------------------------------------------------------------------
+def deform_conv_golden() -> dict:
+    from mmcv.ops import DeformConv2d
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 9, 13, generator=g)
+    conv = DeformConv2d(6, 5, 3, padding=1, bias=False)
+    conv.weight.data = torch.randn(conv.weight.shape, generator=g) * 0.3
+    offset = torch.randn(2, 18, 9, 13, generator=g) * 2.5  # many taps outside the map
+    offset[:, :, 0, 0] = -1.0  # exact integer offsets, boundary of the zero rule
+    with torch.no_grad():
+        out = conv(x, offset)
+    return {"input": x.numpy(), "offset": offset.numpy(), "weight": conv.weight.detach().numpy(),
+            "output": out.numpy()}
+
+
+def key_list(model) -> str:
+    lines = [f"{k}\t{list(v.shape)}\t{str(v.dtype).replace('torch.', '')}" for k, v in model.state_dict().items()]
+    return "\n".join(lines) + "\n"
+
+
+def parameter_counts(model) -> dict:
+    parts = {name: sum(p.numel() for p in getattr(model, name).parameters())
+             for name in ("backbone", "neck", "bbox_head", "align_conv")}
+    parts["total"] = sum(p.numel() for p in model.parameters())
+    return parts
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="Refined-Det checkout or bare git dir")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    register(args.source)
+    from mmcv.runner import save_checkpoint
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"versions": {}, "image_hw": IMAGE_HW, "width": WIDTH, "nms_pre": NMS_PRE}
+    import mmcv
+    import mmdet
+    import mmrotate
+
+    info["versions"] = {"torch": torch.__version__, "mmcv": mmcv.__version__, "mmdet": mmdet.__version__,
+                        "mmrotate": mmrotate.__version__, "numpy": np.__version__}
+
+    # full-size models: keys and parameter counts only
+    for depth in (50, 101):
+        torch.manual_seed(0)
+        full = build(reduced_config(depth, 64, 256), 256)
+        (out / f"state_dict_keys_r{depth}.txt").write_text(key_list(full), encoding="utf-8")
+        info[f"parameters_r{depth}"] = parameter_counts(full)
+        info[f"stacked_convs_built_r{depth}"] = len(full.bbox_head.cls_convs)
+        del full
+
+    # reduced detector
+    image = scene(0)
+    img = normalize(image)
+    torch.manual_seed(0)
+    model = build(reduced_config(), WIDTH)
+    info["stacked_convs_config"] = 2
+    info["stacked_convs_built"] = len(model.bbox_head.cls_convs)
+    randomize(model, img)
+    model.eval()
+    thr, gap, kept = pick_threshold(model, img)
+    info.update(score_thr=thr, score_gap=gap, candidates=kept)
+    stages = run_stages(model, img, thr)
+    info["n_dets"] = int(stages["det_bboxes"].shape[0])
+    info["parameters_reduced"] = parameter_counts(model)
+    save_checkpoint(model, str(out / "reduced_model.pth"), meta={"CLASSES": DOTA_CLASSES, "note": "random weights"})
+    np.savez_compressed(out / "reduced_model_io.npz", image_rgb_uint8=image, input=img[0].numpy(), **stages)
+
+    # ResNet-50 (bottleneck) backbone numerics
+    from mmdet.models import build_backbone
+
+    torch.manual_seed(0)
+    r50 = build_backbone(dict(type="ResNet", depth=50, base_channels=4, out_indices=(0, 1, 2, 3),
+                              norm_cfg=dict(type="BN", requires_grad=True), style="pytorch"))
+    small = normalize(scene(1, (64, 96)))
+    g = torch.Generator().manual_seed(3)
+    for m in r50.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data = torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / m.weight[0].numel())
+    calibrate_bn(r50, small)
+    with torch.no_grad():
+        feats = r50(small)
+    torch.save({"state_dict": r50.state_dict()}, out / "resnet50_backbone.pth")
+    np.savez_compressed(out / "resnet50_io.npz", input=small[0].numpy(),
+                        **{f"out{i}": f[0].numpy() for i, f in enumerate(feats)})
+
+    np.savez_compressed(out / "op_deform_conv.npz", **deform_conv_golden())
+    (out / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
