@@ -82,7 +82,9 @@ def test_deform_conv_matches_mmcv():
     data = np.load(GOLDEN / "op_deform_conv.npz")
     out = deform_conv2d(t(data["input"]), t(data["offset"]), t(data["weight"]), padding=1)
     torch.testing.assert_close(out, t(data["output"]), atol=1e-5, rtol=1e-5)
-    chunked = deform_conv2d(t(data["input"]), t(data["offset"]), t(data["weight"]), padding=1, chunk_elements=500)
+    chunked = deform_conv2d(
+        t(data["input"]), t(data["offset"]), t(data["weight"]), padding=1, chunk_elements=500
+    )
     torch.testing.assert_close(chunked, t(data["output"]), atol=1e-5, rtol=1e-5)
 
 
@@ -129,8 +131,13 @@ def test_backbone_and_fpn_match(stages, golden, model):
 
 def test_head_pass_one_matches(stages, golden):
     for lvl in LEVELS:
-        for ours, name in (("coarse_cls", "coarse_cls"), ("coarse_reg", "coarse_reg"), ("refine_cls", "refine_cls"),
-                           ("refine_reg", "refine_reg"), ("gates", "gate")):
+        for ours, name in (
+            ("coarse_cls", "coarse_cls"),
+            ("coarse_reg", "coarse_reg"),
+            ("refine_cls", "refine_cls"),
+            ("refine_reg", "refine_reg"),
+            ("gates", "gate"),
+        ):
             torch.testing.assert_close(stages[ours][lvl][0], t(golden[f"{name}_l{lvl}"]), **FEAT_TOL)
 
 
@@ -138,14 +145,18 @@ def test_coarse_boxes_match(stages, golden, model):
     for lvl in LEVELS:
         assert_boxes_close(stages["rois"][lvl][0], t(golden[f"rois_l{lvl}"]))
         # isolated: the reference's deltas decoded on our anchors
-        isolated = model.coarse_boxes([model.anchors(stages["features"])[lvl]], [t(golden[f"coarse_reg_l{lvl}"])[None]])
+        isolated = model.coarse_boxes(
+            [model.anchors(stages["features"])[lvl]], [t(golden[f"coarse_reg_l{lvl}"])[None]]
+        )
         assert_boxes_close(isolated[0][0], t(golden[f"rois_l{lvl}"]), px=1e-4)
 
 
 def test_alignment_conv_matches(stages, golden, model):
     for lvl in LEVELS:
         torch.testing.assert_close(stages["aligned"][lvl][0], t(golden[f"aligned_l{lvl}"]), **FEAT_TOL)
-    gated = gate_features([t(golden[f"fpn_out{i}"])[None] for i in LEVELS], [t(golden[f"gate_l{i}"])[None] for i in LEVELS])
+    gated = gate_features(
+        [t(golden[f"fpn_out{i}"])[None] for i in LEVELS], [t(golden[f"gate_l{i}"])[None] for i in LEVELS]
+    )
     with torch.no_grad():
         isolated = model.align_conv(gated, [t(golden[f"rois_l{i}"])[None] for i in LEVELS])
     for lvl in LEVELS:
