@@ -41,9 +41,21 @@ FILES = {
     "refdet_detector": "mmrotate/models/detectors/refined_det.py",
 }
 DOTA_CLASSES = (
-    "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle",
-    "ship", "tennis-court", "basketball-court", "storage-tank", "soccer-ball-field", "roundabout",
-    "harbor", "swimming-pool", "helicopter",
+    "plane",
+    "baseball-diamond",
+    "bridge",
+    "ground-track-field",
+    "small-vehicle",
+    "large-vehicle",
+    "ship",
+    "tennis-court",
+    "basketball-court",
+    "storage-tank",
+    "soccer-ball-field",
+    "roundabout",
+    "harbor",
+    "swimming-pool",
+    "helicopter",
 )
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -97,21 +109,51 @@ def reduced_config(depth: int = 18, base: int = 8, width: int = WIDTH, num_class
     stage = [base * 2**i * (4 if depth >= 50 else 1) for i in range(4)]
     return dict(
         type="RefinedDet",
-        backbone=dict(type="ResNet", depth=depth, base_channels=base, num_stages=4, out_indices=(0, 1, 2, 3),
-                      frozen_stages=1, zero_init_residual=False, norm_cfg=dict(type="BN", requires_grad=True),
-                      norm_eval=True, style="pytorch", init_cfg=None),
-        neck=dict(type="FPN", in_channels=stage, out_channels=width, start_level=1,
-                  add_extra_convs="on_input", num_outs=5),
+        backbone=dict(
+            type="ResNet",
+            depth=depth,
+            base_channels=base,
+            num_stages=4,
+            out_indices=(0, 1, 2, 3),
+            frozen_stages=1,
+            zero_init_residual=False,
+            norm_cfg=dict(type="BN", requires_grad=True),
+            norm_eval=True,
+            style="pytorch",
+            init_cfg=None,
+        ),
+        neck=dict(
+            type="FPN",
+            in_channels=stage,
+            out_channels=width,
+            start_level=1,
+            add_extra_convs="on_input",
+            num_outs=5,
+        ),
         bbox_head=dict(
-            type="FRHead", num_classes=num_classes, in_channels=width, stacked_convs=2, feat_channels=width,
+            type="FRHead",
+            num_classes=num_classes,
+            in_channels=width,
+            stacked_convs=2,
+            feat_channels=width,
             assign_by_circumhbbox=None,
             anchor_generator=dict(type="RotatedAnchorGenerator", scales=[4], ratios=[1.0], strides=STRIDES),
-            bbox_coder=dict(type="DeltaXYWHAOBBoxCoder", angle_range="le90", norm_factor=None, edge_swap=True,
-                            proj_xy=True, target_means=(0.0,) * 5, target_stds=(1.0,) * 5),
+            bbox_coder=dict(
+                type="DeltaXYWHAOBBoxCoder",
+                angle_range="le90",
+                norm_factor=None,
+                edge_swap=True,
+                proj_xy=True,
+                target_means=(0.0,) * 5,
+                target_stds=(1.0,) * 5,
+            ),
             loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-            loss_bbox=dict(type="SmoothL1Loss", beta=0.11, loss_weight=1.0)),
+            loss_bbox=dict(type="SmoothL1Loss", beta=0.11, loss_weight=1.0),
+        ),
         train_cfg=None,
-        test_cfg=dict(nms_pre=NMS_PRE, min_bbox_size=0, score_thr=0.05, nms=dict(iou_thr=0.1), max_per_img=2000),
+        test_cfg=dict(
+            nms_pre=NMS_PRE, min_bbox_size=0, score_thr=0.05, nms=dict(iou_thr=0.1), max_per_img=2000
+        ),
     )
 
 
@@ -169,8 +211,10 @@ def scene(seed: int, hw=IMAGE_HW) -> np.ndarray:
     rng = np.random.RandomState(seed)
     h, w = hw
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    image = np.stack([rng.uniform(60, 180) + rng.uniform(-0.3, 0.3) * xx + rng.uniform(-0.3, 0.3) * yy
-                      for _ in range(3)], axis=-1)
+    image = np.stack(
+        [rng.uniform(60, 180) + rng.uniform(-0.3, 0.3) * xx + rng.uniform(-0.3, 0.3) * yy for _ in range(3)],
+        axis=-1,
+    )
     for _ in range(12):
         bw, bh = rng.uniform(12, 60), rng.uniform(6, 24)
         cx, cy, a = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(-math.pi / 2, math.pi / 2)
@@ -189,8 +233,15 @@ def normalize(image: np.ndarray) -> torch.Tensor:
 def run_stages(model, img: torch.Tensor, score_thr: float) -> dict:
     """The reference's simple_test, step by step, keeping every intermediate."""
     h, w = img.shape[-2:]
-    metas = [dict(img_shape=(h, w, 3), ori_shape=(h, w, 3), pad_shape=(h, w, 3),
-                  scale_factor=np.ones(4, np.float32), flip=False)]
+    metas = [
+        dict(
+            img_shape=(h, w, 3),
+            ori_shape=(h, w, 3),
+            pad_shape=(h, w, 3),
+            scale_factor=np.ones(4, np.float32),
+            flip=False,
+        )
+    ]
     model.bbox_head.test_cfg.score_thr = score_thr
     out = {}
     with torch.no_grad():
@@ -258,18 +309,26 @@ def deform_conv_golden() -> dict:
     offset[:, :, 0, 0] = -1.0  # exact integer offsets, boundary of the zero rule
     with torch.no_grad():
         out = conv(x, offset)
-    return {"input": x.numpy(), "offset": offset.numpy(), "weight": conv.weight.detach().numpy(),
-            "output": out.numpy()}
+    return {
+        "input": x.numpy(),
+        "offset": offset.numpy(),
+        "weight": conv.weight.detach().numpy(),
+        "output": out.numpy(),
+    }
 
 
 def key_list(model) -> str:
-    lines = [f"{k}\t{list(v.shape)}\t{str(v.dtype).replace('torch.', '')}" for k, v in model.state_dict().items()]
+    lines = [
+        f"{k}\t{list(v.shape)}\t{str(v.dtype).replace('torch.', '')}" for k, v in model.state_dict().items()
+    ]
     return "\n".join(lines) + "\n"
 
 
 def parameter_counts(model) -> dict:
-    parts = {name: sum(p.numel() for p in getattr(model, name).parameters())
-             for name in ("backbone", "neck", "bbox_head", "align_conv")}
+    parts = {
+        name: sum(p.numel() for p in getattr(model, name).parameters())
+        for name in ("backbone", "neck", "bbox_head", "align_conv")
+    }
     parts["total"] = sum(p.numel() for p in model.parameters())
     return parts
 
@@ -290,8 +349,13 @@ def main(argv=None) -> int:
     import mmdet
     import mmrotate
 
-    info["versions"] = {"torch": torch.__version__, "mmcv": mmcv.__version__, "mmdet": mmdet.__version__,
-                        "mmrotate": mmrotate.__version__, "numpy": np.__version__}
+    info["versions"] = {
+        "torch": torch.__version__,
+        "mmcv": mmcv.__version__,
+        "mmdet": mmdet.__version__,
+        "mmrotate": mmrotate.__version__,
+        "numpy": np.__version__,
+    }
 
     # full-size models: keys and parameter counts only
     for depth in (50, 101):
@@ -316,15 +380,25 @@ def main(argv=None) -> int:
     stages = run_stages(model, img, thr)
     info["n_dets"] = int(stages["det_bboxes"].shape[0])
     info["parameters_reduced"] = parameter_counts(model)
-    save_checkpoint(model, str(out / "reduced_model.pth"), meta={"CLASSES": DOTA_CLASSES, "note": "random weights"})
+    save_checkpoint(
+        model, str(out / "reduced_model.pth"), meta={"CLASSES": DOTA_CLASSES, "note": "random weights"}
+    )
     np.savez_compressed(out / "reduced_model_io.npz", image_rgb_uint8=image, input=img[0].numpy(), **stages)
 
     # ResNet-50 (bottleneck) backbone numerics
     from mmdet.models import build_backbone
 
     torch.manual_seed(0)
-    r50 = build_backbone(dict(type="ResNet", depth=50, base_channels=4, out_indices=(0, 1, 2, 3),
-                              norm_cfg=dict(type="BN", requires_grad=True), style="pytorch"))
+    r50 = build_backbone(
+        dict(
+            type="ResNet",
+            depth=50,
+            base_channels=4,
+            out_indices=(0, 1, 2, 3),
+            norm_cfg=dict(type="BN", requires_grad=True),
+            style="pytorch",
+        )
+    )
     small = normalize(scene(1, (64, 96)))
     g = torch.Generator().manual_seed(3)
     for m in r50.modules():
@@ -334,8 +408,11 @@ def main(argv=None) -> int:
     with torch.no_grad():
         feats = r50(small)
     torch.save({"state_dict": r50.state_dict()}, out / "resnet50_backbone.pth")
-    np.savez_compressed(out / "resnet50_io.npz", input=small[0].numpy(),
-                        **{f"out{i}": f[0].numpy() for i, f in enumerate(feats)})
+    np.savez_compressed(
+        out / "resnet50_io.npz",
+        input=small[0].numpy(),
+        **{f"out{i}": f[0].numpy() for i, f in enumerate(feats)},
+    )
 
     np.savez_compressed(out / "op_deform_conv.npz", **deform_conv_golden())
     (out / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
