@@ -11,6 +11,13 @@ Only its two model files are used: ``mmrotate/models/detectors/refined_det.py`` 
 relative imports made absolute, imported (which registers ``RefinedDet`` and ``FRHead`` over
 upstream mmrotate 0.3.4), and deleted again; nothing of them is written to the output.
 
+``--ops``: ``mmcv`` (default) runs mmcv-full's compiled CPU kernels. ``independent`` is for a stack
+whose mmcv has no compiled ops (mmcv 1.7.2 without ``_ext``): a stub ``mmcv._ext`` lets mmcv.ops
+import, mmcv's DeformConv2d is routed to torchvision's deform_conv2d (the same DCNv1 rule: bilinear,
+each corner zero outside, nothing outside (-1, H) x (-1, W)) and mmcv's ``nms_rotated`` to an exact
+polygon-clipping NMS written here in float64 (suppress at IoU >= thr, as mmcv's CPU kernel). Every
+other step stays upstream code. ``info.json`` records which was used.
+
 What is written (see tests/golden/refined_det/README.md):
 - ``reduced_model.pth``: an mmcv checkpoint of a reduced Refined-Det (ResNet-18 at base width 8,
   32-channel FPN and head, 15 classes) with random weights and calibrated BatchNorms;
@@ -101,6 +108,95 @@ def register(source: Path) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
+
+
+# independent ops (for an mmcv without compiled kernels) -----------------------------------
+def stub_ext() -> None:
+    """Let ``import mmcv.ops`` succeed without mmcv._ext: every kernel raises if actually called."""
+    import types
+
+    def missing(name):
+        def fail(*args, **kwargs):
+            raise RuntimeError(f"mmcv._ext.{name} is not compiled here")
+
+        return fail
+
+    module = types.ModuleType("mmcv._ext")
+    module.__getattr__ = missing  # type: ignore[attr-defined]
+    sys.modules["mmcv._ext"] = module
+
+
+def polygon_area(poly: np.ndarray) -> float:
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def clip(subject: np.ndarray, clipper: np.ndarray) -> np.ndarray:
+    """Sutherland-Hodgman: ``subject`` clipped by the convex, counter-clockwise ``clipper``."""
+    out = subject
+    for i in range(len(clipper)):
+        a, b = clipper[i], clipper[(i + 1) % len(clipper)]
+        if len(out) == 0:
+            break
+        side = (b[0] - a[0]) * (out[:, 1] - a[1]) - (b[1] - a[1]) * (out[:, 0] - a[0])
+        points = []
+        for j in range(len(out)):
+            p, q, sp, sq = out[j], out[(j + 1) % len(out)], side[j], side[(j + 1) % len(out)]
+            if sp >= 0:
+                points.append(p)
+            if (sp >= 0) != (sq >= 0):
+                points.append(p + (q - p) * (sp / (sp - sq)))
+        out = np.array(points)
+    return out
+
+
+def corners(box: np.ndarray) -> np.ndarray:
+    """Corners of (cx, cy, w, h, a), counter-clockwise in the x-right/y-up sense of ``clip``."""
+    cx, cy, w, h, a = box
+    c, s = math.cos(a), math.sin(a)
+    half = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    poly = half @ np.array([[c, -s], [s, c]]).T + np.array([cx, cy])
+    edge1, edge2 = poly[1] - poly[0], poly[2] - poly[1]
+    if edge1[0] * edge2[1] - edge1[1] * edge2[0] < 0:
+        poly = poly[::-1].copy()
+    return poly
+
+
+def rotated_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = clip(corners(a), corners(b))
+    area = polygon_area(inter) if len(inter) >= 3 else 0.0
+    union = a[2] * a[3] + b[2] * b[3] - area
+    return area / union if union > 0 else 0.0
+
+
+def exact_nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):
+    """Greedy rotated NMS in float64 polygon arithmetic; mmcv's return convention (dets, keep)."""
+    boxes = dets.detach().double().numpy()
+    order = torch.sort(scores.detach(), descending=True, stable=True)[1].numpy()
+    keep, removed = [], np.zeros(len(order), dtype=bool)
+    for i, idx in enumerate(order):
+        if removed[i]:
+            continue
+        keep.append(int(idx))
+        for j in range(i + 1, len(order)):
+            if not removed[j] and rotated_iou(boxes[idx], boxes[order[j]]) >= iou_threshold:
+                removed[j] = True
+    keep_t = torch.tensor(keep, dtype=torch.long)
+    return torch.cat([dets[keep_t], scores[keep_t][:, None]], dim=1), keep_t
+
+
+def use_independent_ops() -> None:
+    """Route mmcv's two compiled inference kernels to independent implementations."""
+    import mmcv.ops.deform_conv as mmcv_deform
+    import mmrotate.core.post_processing.bbox_nms_rotated as mmrotate_nms
+    import torchvision
+
+    def deform(x, offset, weight, stride, padding, dilation, groups, deform_groups, *rest):
+        assert groups == 1 and deform_groups == 1
+        return torchvision.ops.deform_conv2d(x, offset, weight, None, stride, padding, dilation)
+
+    mmcv_deform.deform_conv2d = deform
+    mmrotate_nms.nms_rotated = exact_nms_rotated
 
 
 # model --------------------------------------------------------------------------------------
@@ -337,14 +433,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="Refined-Det checkout or bare git dir")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ops", choices=("mmcv", "independent"), default="mmcv")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    if args.ops == "independent":
+        stub_ext()
     register(args.source)
+    if args.ops == "independent":
+        use_independent_ops()
     from mmcv.runner import save_checkpoint
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    info = {"versions": {}, "image_hw": IMAGE_HW, "width": WIDTH, "nms_pre": NMS_PRE}
+    info = {"versions": {}, "image_hw": IMAGE_HW, "width": WIDTH, "nms_pre": NMS_PRE, "ops": args.ops}
     import mmcv
     import mmdet
     import mmrotate
