@@ -116,6 +116,9 @@ def stub_ext() -> None:
     import types
 
     def missing(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
         def fail(*args, **kwargs):
             raise RuntimeError(f"mmcv._ext.{name} is not compiled here")
 
@@ -274,12 +277,51 @@ def randomize(model, image: torch.Tensor) -> None:
             module.weight.data = torch.randn(module.weight.shape, generator=g) * math.sqrt(gain / fan_in)
             if getattr(module, "bias", None) is not None:
                 module.bias.data = torch.rand(module.bias.shape, generator=g) * 0.2 - 0.1
-    head = model.bbox_head
-    head.retina_reg.weight.data *= 0.3  # coarse deltas of std ~0.3, like a trained head
-    head.retina_cls.bias.data -= 3.0  # most cells background
-    head.cls_score_refine_conv.weight.data *= 0.3
-    head.bbox_pred_refine_conv.weight.data *= 0.3
     calibrate_bn(model.backbone, image)
+    calibrate_scales(model, image)
+
+
+#: Output std each layer is scaled to (LSUV-style), so every stage has tensors of trained-like size.
+TARGET_STD = {
+    "bbox_head.retina_reg": 0.3,  # coarse deltas like a trained head's
+    "bbox_head.retina_cls": 1.5,
+    "bbox_head.cls_score_refine_conv": 0.3,
+    "bbox_head.bbox_pred_refine_conv": 0.3,
+}
+CLS_BIAS_SHIFT = -3.0  # most cells background
+
+
+def calibrate_scales(model, image: torch.Tensor) -> None:
+    """Scale each neck/head/alignment conv, in forward order, to a target output std (default 1).
+
+    One forward per layer measures that layer's output (over all levels, pass 1) and rescales its
+    weight and bias; layers downstream see the rescaled input. Deterministic, no randomness.
+    """
+    with torch.no_grad():
+        backbone = model.backbone(image)
+        convs = [
+            (n, m)
+            for n, m in model.named_modules()
+            if n.startswith(("neck", "bbox_head")) and isinstance(m, torch.nn.Conv2d)
+        ]
+        for name, module in convs:
+            outputs = []
+            handle = module.register_forward_hook(lambda mod, inp, out: outputs.append(out.flatten()))
+            feats = model.neck(backbone)
+            model.bbox_head(feats)
+            handle.remove()
+            std = float(torch.cat(outputs).std())
+            scale = TARGET_STD.get(name, 1.0) / std
+            module.weight.mul_(scale)
+            module.bias.mul_(scale)
+        model.bbox_head.retina_cls.bias.add_(CLS_BIAS_SHIFT)
+        feats = model.neck(backbone)
+        coarse_cls, coarse_reg, _, _, gates = model.bbox_head(feats)
+        gated = tuple(x + x * g for x, g in zip(feats, gates))
+        rois = model.bbox_head.refine_bboxes(coarse_cls, coarse_reg)
+        for level, conv in enumerate(model.align_conv.ac):
+            out = conv(gated[level], torch.cat([r[level] for r in rois]))
+            conv.deform_conv.weight.mul_(1.0 / float(out.std()))
 
 
 def calibrate_bn(backbone, image: torch.Tensor) -> None:
