@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from osgeo import ogr
-from rasterio.transform import from_origin
+from osgeo import ogr  # before rasterio (test_engine_fakes): the other order crashes GDAL
+from test_engine_fakes import write_raster
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "refined_det"
@@ -40,11 +39,7 @@ ENGINE_FIELDS = {
 @pytest.fixture(scope="module")
 def raster(tmp_path_factory) -> Path:
     image = np.load(GOLDEN / "reduced_model_io.npz")["image_rgb_uint8"]
-    height, width = image.shape[:2]
-    path = tmp_path_factory.mktemp("rasters") / "refined.tif"
-    profile = dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8", crs="EPSG:32633")
-    with rasterio.open(path, "w", transform=from_origin(500000, 5000000, 0.5, 0.5), **profile) as ds:
-        ds.write(np.moveaxis(image, 2, 0))
+    path = write_raster(tmp_path_factory.mktemp("rasters") / "refined.tif", image)
     return path
 
 
@@ -53,10 +48,16 @@ def score_thr() -> float:
     return float(json.loads((GOLDEN / "info.json").read_text())["score_thr"])
 
 
-def _fields(path: Path) -> set:
-    layer = ogr.Open(str(path)).GetLayer(0)
+def _read(path: Path) -> tuple:
+    """(field names, feature count, EPSG code) of the first layer; the data source stays open
+    while its layer is used (a freed data source crashes GDAL)."""
+    source = ogr.Open(str(path))
+    layer = source.GetLayer(0)
     definition = layer.GetLayerDefn()
-    return {definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())}
+    fields = {definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())}
+    result = fields, layer.GetFeatureCount(), layer.GetSpatialRef().GetAuthorityCode(None)
+    source = None
+    return result
 
 
 def test_detect_command_writes_the_engine_fields(tmp_path, raster, score_thr):
@@ -85,10 +86,8 @@ def test_detect_command_writes_the_engine_fields(tmp_path, raster, score_thr):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     result = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")][-1]
     assert result["type"] == "result" and result["count"] > 0
-    assert ENGINE_FIELDS <= _fields(out)
-    layer = ogr.Open(str(out)).GetLayer(0)
-    assert layer.GetFeatureCount() == result["count"]
-    assert layer.GetSpatialRef().GetAuthorityCode(None) == "32633"
+    fields, count, epsg = _read(out)
+    assert ENGINE_FIELDS <= fields and count == result["count"] and epsg == "32633"
 
 
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
@@ -141,5 +140,5 @@ def test_qgis_process_runs_a_refined_det_checkpoint(tmp_path, raster, score_thr)
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "objects written" in run.stdout
-    assert ENGINE_FIELDS <= _fields(out)
-    assert ogr.Open(str(out)).GetLayer(0).GetFeatureCount() > 0
+    fields, count, epsg = _read(out)
+    assert ENGINE_FIELDS <= fields and count > 0 and epsg == "32633"
