@@ -29,7 +29,12 @@ sys.path.insert(0, str(HERE))
 from bench_network import golden_dir, make_input, timed, tiny_detector  # noqa: E402
 
 from qgis_unravel.detector.refined_det.head import fuse, gate_features  # noqa: E402
-from qgis_unravel.training.model import PRESETS, REFINED_DET_PRESETS, build_model, build_refined_det  # noqa: E402
+from qgis_unravel.training.model import (  # noqa: E402
+    PRESETS,
+    REFINED_DET_PRESETS,
+    build_model,
+    build_refined_det,
+)
 
 DOTA = ["c%d" % i for i in range(15)]
 
@@ -140,9 +145,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     results["unravelnet nano"] = wall
     print(f"{'UnravelNet nano Oriented R-CNN':<34}{wall:9.3f}{cpu:9.3f}{n:6d}")
     if "unravelnet-t" in results:
-        print(
-            f"\nratio Refined-Det R50 / UnravelNet-T: {results['refined-det r50'] / results['unravelnet-t']:.2f}"
-        )
+        ratio = results["refined-det r50"] / results["unravelnet-t"]
+        print(f"\nratio Refined-Det R50 / UnravelNet-T: {ratio:.2f}")
     print(
         f"ratio Refined-Det nano / UnravelNet nano: {results['refined-det nano'] / results['unravelnet nano']:.2f}"
     )

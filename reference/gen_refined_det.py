@@ -306,7 +306,9 @@ def calibrate_scales(model, image: torch.Tensor) -> None:
         ]
         for name, module in convs:
             outputs = []
-            handle = module.register_forward_hook(lambda mod, inp, out: outputs.append(out.flatten()))
+            handle = module.register_forward_hook(
+                lambda mod, inp, out, store=outputs: store.append(out.flatten())
+            )
             feats = model.neck(backbone)
             model.bbox_head(feats)
             handle.remove()
