@@ -36,7 +36,7 @@ from qgis_unravel.training.model import (  # noqa: E402
     build_refined_det,
 )
 
-DOTA = ["c%d" % i for i in range(15)]
+DOTA = [f"c{i}" for i in range(15)]
 
 
 def refined_det(preset: str, seed: int = 0) -> Any:
@@ -147,9 +147,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if "unravelnet-t" in results:
         ratio = results["refined-det r50"] / results["unravelnet-t"]
         print(f"\nratio Refined-Det R50 / UnravelNet-T: {ratio:.2f}")
-    print(
-        f"ratio Refined-Det nano / UnravelNet nano: {results['refined-det nano'] / results['unravelnet nano']:.2f}"
-    )
+    ratio = results["refined-det nano"] / results["unravelnet nano"]
+    print(f"ratio Refined-Det nano / UnravelNet nano: {ratio:.2f}")
 
 
 if __name__ == "__main__":
