@@ -65,7 +65,7 @@ def test_detect_command_writes_the_engine_fields(tmp_path, raster, score_thr):
     cmd = [
         sys.executable,
         "-m",
-        "qgis_unravel.engine.cli",
+        "qgis_unravel.app.cli",
         "detect",
         str(raster),
         "-o",

@@ -117,7 +117,7 @@ def test_head_init_follows_the_config():
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from qgis_unravel.training.synthetic import write_scene
+    from qgis_unravel.synthetic import write_scene
 
     folder = tmp_path_factory.mktemp("scene")
     tif, gpkg = folder / "scene_4.tif", folder / "scene_4.gpkg"
@@ -127,9 +127,9 @@ def scene(tmp_path_factory):
 
 def test_train_command_with_refined_det_writes_a_loadable_checkpoint(scene, tmp_path, capsys):
     from qgis_unravel import load_detector
+    from qgis_unravel.app.train_cli import main
     from qgis_unravel.detector.refined_det import RefinedDet
-    from qgis_unravel.training.cli import main
-    from qgis_unravel.training.synthetic import CLASS_NAMES
+    from qgis_unravel.synthetic import CLASS_NAMES
 
     tif, gpkg = scene
     out = tmp_path / "run"
