@@ -47,25 +47,13 @@ FILES = {
     "refdet_fr_head": "mmrotate/models/dense_heads/fr_head.py",
     "refdet_detector": "mmrotate/models/detectors/refined_det.py",
 }
-DOTA_CLASSES = (
-    "plane",
-    "baseball-diamond",
-    "bridge",
-    "ground-track-field",
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "tennis-court",
-    "basketball-court",
-    "storage-tank",
-    "soccer-ball-field",
-    "roundabout",
-    "harbor",
-    "swimming-pool",
-    "helicopter",
-)
-MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+# Plain constants of the project (no torch needed): the class names and mmdet's Normalize of the configs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from qgis_unravel.detector.config import DOTA_V1_CLASSES as DOTA_CLASSES  # noqa: E402
+from qgis_unravel.detector.config import PIXEL_MEAN, PIXEL_STD  # noqa: E402
+
+MEAN = np.array(PIXEL_MEAN, dtype=np.float32)
+STD = np.array(PIXEL_STD, dtype=np.float32)
 STRIDES = [8, 16, 32, 64, 128]
 IMAGE_HW = (160, 224)
 WIDTH = 32

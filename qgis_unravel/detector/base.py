@@ -32,6 +32,18 @@ class DetectorBase(nn.Module):
     """Base of OrientedRCNN and RefinedDet: le90 boxes in input pixels, w >= h."""
 
     backbone: nn.Module
+    classes: List[str]
+    info: Dict[str, Any]
+
+    def set_labels(
+        self, num_classes: int, classes: Optional[Sequence[str]], info: Optional[Dict[str, Any]]
+    ) -> None:
+        """Class names (DOTA's or class_i by default) and the info dict, checked against the head."""
+        self.classes = list(classes) if classes is not None else default_class_names(num_classes)
+        if len(self.classes) != num_classes:
+            raise ValueError(f"{len(self.classes)} class names given for a head with {num_classes} classes")
+        self.info = dict(info or {})
+        self.info.setdefault("num_classes", num_classes)
 
     @property
     def requires_square(self) -> bool:

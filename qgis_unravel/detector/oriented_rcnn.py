@@ -36,12 +36,7 @@ class OrientedRCNN(DetectorBase):
         self.neck = neck
         self.rpn_head = rpn_head
         self.roi_head = roi_head
-        num_classes = roi_head.num_classes
-        self.classes = list(classes) if classes is not None else default_class_names(num_classes)
-        if len(self.classes) != num_classes:
-            raise ValueError(f"{len(self.classes)} class names given for a head with {num_classes} classes")
-        self.info: Dict[str, Any] = dict(info or {})
-        self.info.setdefault("num_classes", num_classes)
+        self.set_labels(roi_head.num_classes, classes, info)
 
     @classmethod
     def from_parts(

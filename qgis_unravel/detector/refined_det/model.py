@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ...ops import multiclass_nms_rotated
 from ..anchors import AnchorGenerator
-from ..base import DetectorBase, default_class_names
+from ..base import DetectorBase
 from ..coders import DeltaXYWHAOBBoxCoder
 from .align import AlignConvModule
 from .head import FRHead, fuse, gate_features
@@ -64,12 +64,7 @@ class RefinedDet(DetectorBase):
         self.bbox_head = bbox_head
         self.align_conv = align_conv
         self.start_level = int(start_level)
-        num_classes = bbox_head.num_classes
-        self.classes = list(classes) if classes is not None else default_class_names(num_classes)
-        if len(self.classes) != num_classes:
-            raise ValueError(f"{len(self.classes)} class names given for a head with {num_classes} classes")
-        self.info: Dict[str, Any] = dict(info or {})
-        self.info.setdefault("num_classes", num_classes)
+        self.set_labels(bbox_head.num_classes, classes, info)
         self.info.setdefault("architecture", "refined-det")
         self.anchor_generator = AnchorGenerator(STRIDES, (ANCHOR_SCALE,), (1.0,))
         self.bbox_coder = DeltaXYWHAOBBoxCoder(stds=CODER_STDS)
