@@ -130,7 +130,7 @@ def add_train(sub) -> None:
     model.add_argument(
         "--backbone-weights",
         help="start the backbone from ImageNet weights: a file (UnravelNet, or torchvision ResNet "
-        "for refined-det)",
+        "for refined-det), or 'imagenet' (refined-det: torchvision's file, downloaded once, verified)",
     )
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--iterations", type=int, default=1000)
@@ -198,12 +198,27 @@ def _build_refined_det(args, classes):
         raise UsageError(f"unknown refined-det preset {preset!r}; choose one of {choices}")
     spec = REFINED_DET_PRESETS[preset]
     model = build_refined_det(spec, classes, pretrained_backbone=bool(args.backbone_weights))
+    if args.backbone_weights == "imagenet":
+        args.backbone_weights = str(_imagenet_resnet(spec))
     if args.backbone_weights:
         loaded, total = load_backbone(model, args.backbone_weights)
         print(f"backbone: loaded {loaded} of {total} tensors from {args.backbone_weights}")
     else:
         print("note: no --backbone-weights: the ResNet starts from random weights (all stages train)")
     return model
+
+
+def _imagenet_resnet(spec):
+    """torchvision's ImageNet ResNet file for the preset, from the cache or downloaded (verified)."""
+    from ..zoo.imagenet import LICENCE, RESNET_FILES, resnet_weights
+
+    if spec.base_channels != 64 or spec.depth not in RESNET_FILES:
+        raise UsageError(
+            f"no ImageNet weights fit a ResNet-{spec.depth} at base width {spec.base_channels}; "
+            "use --preset r18, r50 or r101, or train without --backbone-weights"
+        )
+    print(f"ImageNet backbone: {LICENCE}")
+    return resnet_weights(spec.depth)
 
 
 def run_train(args) -> int:

@@ -125,7 +125,9 @@ def from_detector_checkpoint(path: PathLike, classes: Sequence[str]) -> Tuple[nn
 def load_backbone(detector: nn.Module, path: PathLike) -> Tuple[int, int]:
     """Load ImageNet (classification) weights into the backbone; (loaded, total) tensor counts.
 
-    Classifier tensors (``head.*``) are skipped; the file must fit the backbone's widths.
+    Classifier tensors (``head.*``, ``fc.*``) are skipped; the file must fit the backbone's
+    widths. BatchNorm ``num_batches_tracked`` counters are not counted (older torchvision files
+    lack them).
     """
     from ..detector.checkpoint import read_checkpoint, strip_prefix
 
@@ -140,13 +142,17 @@ def load_backbone(detector: nn.Module, path: PathLike) -> Tuple[int, int]:
             f"{Path(path).name} does not fit this backbone: {len(wrong)} tensors have other shapes "
             f"(e.g. {wrong[0]}); pick the preset whose widths match the file"
         )
-    if len(usable) < 0.9 * len(target):
+    def counted(keys):
+        return [k for k in keys if not k.endswith("num_batches_tracked")]
+
+    loaded, total = len(counted(usable)), len(counted(target))
+    if loaded < 0.9 * total:
         raise ValueError(
-            f"{Path(path).name} covers only {len(usable)} of {len(target)} backbone tensors; "
+            f"{Path(path).name} covers only {loaded} of {total} backbone tensors; "
             "it is not a backbone of this architecture and size"
         )
     detector.backbone.load_state_dict({**target, **usable})
-    return len(usable), len(target)
+    return loaded, total
 
 
 def count_parameters(model: nn.Module) -> int:
