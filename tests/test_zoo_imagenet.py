@@ -10,8 +10,7 @@ import pytest
 import torch
 from test_zoo_support import LocalFileServer
 
-from qgis_unravel.zoo import ChecksumMismatchError
-from qgis_unravel.zoo import imagenet
+from qgis_unravel.zoo import ChecksumMismatchError, imagenet
 
 
 def _named(data: bytes, depth: int) -> str:
