@@ -461,6 +461,121 @@ def parameter_counts(model) -> dict:
     return parts
 
 
+# cross-grid label assignment ----------------------------------------------------------------
+CLA_FILE = "mmrotate/core/bbox/assigners/cla.py"
+
+
+def exact_points_in_polygons(points: torch.Tensor, polygons: torch.Tensor) -> torch.Tensor:
+    """(P, G) 1.0 where point p is inside (or on) convex polygon g: equal-signed edge cross products."""
+    pts = points.double()
+    corners_ = polygons.double().reshape(-1, 4, 2)
+    edges = corners_.roll(-1, dims=1) - corners_
+    rel = pts[:, None, None, :] - corners_[None]
+    cross = edges[None, ..., 0] * rel[..., 1] - edges[None, ..., 1] * rel[..., 0]
+    inside = (cross >= 0).all(-1) | (cross <= 0).all(-1)
+    return inside.to(points.dtype)
+
+
+def exact_box_iou_rotated(bboxes1, bboxes2, mode="iou", aligned=False, clockwise=True):
+    assert mode == "iou" and not aligned
+    a, b = bboxes1.detach().double().numpy(), bboxes2.detach().double().numpy()
+    out = np.array([[rotated_iou(x, y) for y in b] for x in a]).reshape(len(a), len(b))
+    return torch.from_numpy(out).to(bboxes1.dtype)
+
+
+def load_cla(source: Path):
+    """The fork's CLA assigner, built on the CPU: its CUDA-only pieces replaced (see the README)."""
+    import types
+
+    sys.modules.setdefault("assigner_visualization", types.SimpleNamespace(AssignerVisualizer=None))
+    import mmrotate.core.bbox.iou_calculators.rotate_iou2d_calculator as rotated_iou_module
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "refdet_cla.py"
+        path.write_text(absolute_imports(read_source(source, CLA_FILE), CLA_FILE), encoding="utf-8")
+        spec = importlib.util.spec_from_file_location("refdet_cla", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["refdet_cla"] = module
+        spec.loader.exec_module(module)
+    module.points_in_polygons = exact_points_in_polygons
+    if getattr(rotated_iou_module, "box_iou_rotated", None) is not None:
+        rotated_iou_module.box_iou_rotated = exact_box_iou_rotated
+    from mmdet.core.bbox.assigners.max_iou_assigner import MaxIoUAssigner
+
+    cla = object.__new__(module.CLA)  # its __init__ puts a constant on CUDA; the same fields on the CPU:
+    MaxIoUAssigner.__init__(
+        cla,
+        pos_iou_thr=0.5,
+        neg_iou_thr=0.4,
+        min_pos_iou=0,
+        ignore_iof_thr=-1,
+        iou_calculator=dict(type="RBboxOverlaps2D"),
+    )
+    cla.near_neighbor_thr = 0.5
+    cla.prior_match_thr = 4.0
+    cla.grid_offset = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]]).float()[:, None]
+    return cla
+
+
+def cla_golden(source: Path) -> dict:
+    """CLA on the square anchors (pass 1) and on jittered boxes (pass 2) of a 256 x 320 image."""
+    import types
+
+    cla = load_cla(source)
+    height, width = 256, 320
+    sizes = [(-(-height // s), -(-width // s)) for s in STRIDES]
+    g = torch.Generator().manual_seed(11)
+    anchors = []
+    for (h, w), s in zip(sizes, STRIDES):
+        ys, xs = torch.meshgrid(torch.arange(h) * float(s), torch.arange(w) * float(s), indexing="ij")
+        n = h * w
+        anchors.append(
+            torch.stack(
+                [
+                    xs.reshape(-1),
+                    ys.reshape(-1),
+                    torch.full((n,), 4.0 * s),
+                    torch.full((n,), 4.0 * s),
+                    torch.zeros(n),
+                ],
+                dim=1,
+            )
+        )
+    count = 12
+    gts = torch.stack(
+        [
+            torch.rand(count, generator=g) * (width - 40) + 20,
+            torch.rand(count, generator=g) * (height - 40) + 20,
+            torch.rand(count, generator=g) * 90 + 10,
+            torch.rand(count, generator=g) * 30 + 6,
+            torch.rand(count, generator=g) * math.pi - math.pi / 2,
+        ],
+        dim=1,
+    )
+    gts[:, 2:4] = torch.stack([gts[:, 2:4].max(1).values, gts[:, 2:4].min(1).values], dim=1)
+    labels = torch.randint(0, 15, (count,), generator=g)
+    jittered = [
+        a + torch.randn(a.shape, generator=g) * torch.tensor([4.0, 4.0, 6.0, 6.0, 0.3]) for a in anchors
+    ]
+    for j in jittered:
+        j[:, 2:4] = j[:, 2:4].abs() + 1
+    generator = types.SimpleNamespace(base_sizes=list(STRIDES), featmap_sizes=sizes, num_base_anchors=[1] * 5)
+    meta = dict(pad_shape=(height, width, 3), img_shape=(height, width, 3))
+    flags = [torch.ones(a.shape[0], dtype=torch.bool) for a in anchors]
+    out = {"gt_bboxes": gts.numpy(), "gt_labels": labels.numpy(), "pad_hw": np.array([height, width])}
+    original_cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # convert_to_norm_format calls .cuda()
+    try:
+        for name, boxes in (("anchors", anchors), ("jittered", jittered)):
+            result = cla.assign(boxes, flags, flags, gts, labels, generator, meta)
+            out[f"{name}_boxes"] = torch.cat(boxes).numpy()
+            out[f"{name}_overlaps"] = cla.iou_calculator(gts, torch.cat(boxes)).numpy()
+            out[f"{name}_assigned"] = result.gt_inds.numpy()
+    finally:
+        torch.Tensor.cuda = original_cuda
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="Refined-Det checkout or bare git dir")
@@ -548,6 +663,12 @@ def main(argv=None) -> int:
     )
 
     np.savez_compressed(out / "op_deform_conv.npz", **deform_conv_golden())
+    if args.ops == "independent":  # mmcv-full has no CPU points_in_polygons either way
+        cla = cla_golden(args.source)
+        np.savez_compressed(out / "cla_assign.npz", **cla)
+        info["cla_positives"] = {
+            k: int((cla[k] > 0).sum()) for k in ("anchors_assigned", "jittered_assigned")
+        }
     (out / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     print(json.dumps(info, indent=1))
     return 0

@@ -168,3 +168,29 @@ def test_train_command_with_refined_det_writes_a_loadable_checkpoint(scene, tmp_
     assert isinstance(detector, RefinedDet) and detector.classes == list(CLASS_NAMES)
     assert main(args[:4] + ["nope"] + args[5:]) == 2
     assert "unknown refined-det preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("boxes", ["anchors", "jittered"])
+def test_cla_matches_the_reference_assigner(boxes, monkeypatch):
+    """The fork's CLA (its CUDA-only pieces replaced, see tests/golden/refined_det/README.md) on a
+    256 x 320 image with 12 objects, for the square anchors (pass 1) and jittered boxes (pass 2).
+
+    Given the reference's IoU matrix the assignment is identical. Our own rotated IoU differs from it
+    by ~1e-7, which only matters where an object's best IoU is tied between anchors."""
+    from pathlib import Path
+
+    import qgis_unravel.training.refined_det as refined
+    from qgis_unravel.detector.refined_det.model import STRIDES
+    from qgis_unravel.training.targets import rotated_overlaps
+
+    data = np.load(Path(__file__).parent / "golden" / "refined_det" / "cla_assign.npz")
+    height, width = (int(v) for v in data["pad_hw"])
+    sizes = [(-(-height // s), -(-width // s)) for s in STRIDES]
+    gts, priors = torch.from_numpy(data["gt_bboxes"]), torch.from_numpy(data[f"{boxes}_boxes"])
+    expected = torch.from_numpy(data[f"{boxes}_assigned"])
+    reference_iou = torch.from_numpy(data[f"{boxes}_overlaps"])
+    assert (rotated_overlaps(gts, priors) - reference_iou).abs().max() < 1e-6
+    monkeypatch.setattr(refined, "rotated_overlaps", lambda g, b: reference_iou)
+    assigned = cla_assign(priors, gts, sizes, (height, width))
+    assert (expected > 0).sum() > 30
+    assert torch.equal(assigned, expected)
