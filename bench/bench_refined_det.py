@@ -50,7 +50,7 @@ def calibrate_refined(detector: Any, batch: torch.Tensor, wanted: int) -> None:
     with torch.inference_mode():
         out = detector.head_outputs(detector.extract_feat(batch))
     scores = torch.cat([c[0].flatten().sigmoid() for c in out["cls_score"]])
-    detector.score_threshold = float(torch.topk(scores, min(wanted, scores.numel())).values[-1]) - 1e-7
+    detector.test_cfg.score_thr = float(torch.topk(scores, min(wanted, scores.numel())).values[-1]) - 1e-7
 
 
 def stage_rows(detector: Any, batch: torch.Tensor, repeats: int) -> List[tuple]:
@@ -126,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         with torch.inference_mode():
             feats = tiny.extract_feat(batch)
             rois = rois_from_proposals(tiny.rpn_head.proposals(*tiny.rpn_head(feats)))
-        tiny.score_threshold = calibrate(tiny, feats, rois, args.candidates)
+        tiny.roi_head.test_cfg.score_thr = calibrate(tiny, feats, rois, args.candidates)
         wall, cpu, n = full(tiny, batch, args.repeats)
         results["unravelnet-t"] = wall
         print(f"{'UnravelNet-T Oriented R-CNN':<34}{wall:9.3f}{cpu:9.3f}{n:6d}")
@@ -140,7 +140,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.manual_seed(0)
     orcnn_nano = build_model(PRESETS["nano"], DOTA[:5]).eval()
     orcnn_nano.fast = True
-    orcnn_nano.score_threshold = 0.3
+    orcnn_nano.roi_head.test_cfg.score_thr = 0.3
     wall, cpu, n = full(orcnn_nano, batch, args.repeats)
     results["unravelnet nano"] = wall
     print(f"{'UnravelNet nano Oriented R-CNN':<34}{wall:9.3f}{cpu:9.3f}{n:6d}")

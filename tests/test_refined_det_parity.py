@@ -60,7 +60,7 @@ def model(info) -> RefinedDet:
     detector = build_detector(sd, meta)
     assert isinstance(detector, RefinedDet)
     detector.nms_pre = info["nms_pre"]
-    detector.score_threshold = info["score_thr"]
+    detector.test_cfg.score_thr = info["score_thr"]
     return detector
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import DOTA_V1_CLASSES, SIZE_DIVISOR
+from .config import DOTA_V1_CLASSES, SIZE_DIVISOR, Normalization, Thresholds
 from .preprocess import check_image, make_batch, padded_size
 
 Result = Dict[str, Tensor]
@@ -62,17 +62,19 @@ class DetectorBase(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[Result]:
+    def forward(self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                thresholds: Optional[Thresholds] = None) -> List[Result]:
         """Detect in a normalised batch; ``image_sizes`` (H, W) are the unpadded sizes.
 
         Returns one dict per image with "boxes" (N, 5), "scores" (N,), "labels" (N,),
-        sorted by descending score.
+        sorted by descending score. ``thresholds`` apply to this call only.
         """
-        stages = self.run_stages(batch, image_sizes)
+        stages = self.run_stages(batch, image_sizes, thresholds)
         return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in stages["detections"]]
 
     def run_stages(
-        self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None
+        self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        thresholds: Optional[Thresholds] = None,
     ) -> Dict[str, Any]:
         raise NotImplementedError
 
@@ -107,11 +109,16 @@ class DetectorBase(nn.Module):
             )
 
     # images ----------------------------------------------------------------------
-    def predict(self, images: Sequence[np.ndarray], batch_size: int = 4) -> List[Dict[str, np.ndarray]]:
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 4, *,
+                thresholds: Optional[Thresholds] = None,
+                normalization: Optional[Normalization] = None) -> List[Dict[str, np.ndarray]]:
         """Detect in RGB uint8 (H, W, 3) arrays of any size; numpy results in input order.
 
-        Images are normalised, padded bottom/right (with 0 after normalisation, as mmdet does)
-        to a multiple of 32 (a square one when the backbone needs it) and batched by padded size.
+        Images are normalised (``normalization``; default ImageNet RGB), padded bottom/right
+        (with 0 after normalisation, as mmdet does) to a multiple of 32 (a square one when the
+        backbone needs it) and batched by padded size. ``thresholds`` (default: the config's)
+        apply to this call only: the model is never changed, so one cached model serves
+        concurrent runs with different settings.
         """
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise ValueError("predict() takes a list of images; wrap a single image in a list")
@@ -121,9 +128,9 @@ class DetectorBase(nn.Module):
         for size, indices in self._group_by_padded_size(images).items():
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
-                batch = make_batch([images[i] for i in chunk], size, self.device)
+                batch = make_batch([images[i] for i in chunk], size, self.device, normalization)
                 sizes = [tuple(images[i].shape[:2]) for i in chunk]
-                for i, out in zip(chunk, self(batch, sizes)):
+                for i, out in zip(chunk, self(batch, sizes, thresholds)):
                     results[i] = _to_numpy(out)
         return results  # type: ignore[return-value]
 

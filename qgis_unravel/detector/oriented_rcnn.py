@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import DetectorBase, Result, default_class_names
+from .config import Thresholds
 from .roi_head import OrientedRoIHead, rois_from_proposals
 from .rpn import OrientedRPNHead
 
@@ -54,30 +55,12 @@ class OrientedRCNN(DetectorBase):
         roi = OrientedRoIHead(fpn_width, roi_fc_width, num_classes)
         return cls(backbone, neck, rpn, roi, classes=classes, info=info)
 
-    # settable test-time parameters -------------------------------------------------
+    # test-time parameters ----------------------------------------------------------
     @property
-    def score_threshold(self) -> float:
-        return self.roi_head.test_cfg.score_thr
-
-    @score_threshold.setter
-    def score_threshold(self, value: float) -> None:
-        self.roi_head.test_cfg.score_thr = float(value)
-
-    @property
-    def nms_iou(self) -> float:
-        return self.roi_head.test_cfg.nms_iou
-
-    @nms_iou.setter
-    def nms_iou(self, value: float) -> None:
-        self.roi_head.test_cfg.nms_iou = float(value)
-
-    @property
-    def max_detections(self) -> int:
-        return self.roi_head.test_cfg.max_per_img
-
-    @max_detections.setter
-    def max_detections(self, value: int) -> None:
-        self.roi_head.test_cfg.max_per_img = int(value)
+    def default_thresholds(self) -> Thresholds:
+        """The config's second-stage thresholds, used when a call passes none."""
+        cfg = self.roi_head.test_cfg
+        return Thresholds(cfg.score_thr, cfg.nms_iou, cfg.max_per_img)
 
     @property
     def rpn_nms_pre(self) -> int:
@@ -127,7 +110,8 @@ class OrientedRCNN(DetectorBase):
         return list(self.neck(list(self.backbone(batch))))
 
     def run_stages(
-        self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None
+        self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        thresholds: Optional[Thresholds] = None,
     ) -> Dict[str, Any]:
         """``forward`` keeping every intermediate (features, proposals, RoIs, raw head outputs),
         for parity checks and diagnostics."""
@@ -137,7 +121,7 @@ class OrientedRCNN(DetectorBase):
             proposals = self.rpn_head.proposals(*self.rpn_head(feats))
             rois = rois_from_proposals(proposals)
             cls_score, bbox_pred = self.roi_head(feats, rois)
-            dets = self.roi_head.postprocess(rois, cls_score, bbox_pred, image_sizes)
+            dets = self.roi_head.postprocess(rois, cls_score, bbox_pred, image_sizes, thresholds)
         return {
             "features": feats,
             "proposals": proposals,

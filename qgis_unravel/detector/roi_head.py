@@ -7,7 +7,7 @@ Three steps are exposed on their own because the trainer needs them separately:
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from .config import (
     ROI_SAMPLING_RATIO,
     ROI_STRIDES,
     RCNNTestConfig,
+    Thresholds,
 )
 
 Detections = Tuple[Tensor, Tensor, Tensor]  # boxes (N, 5), scores (N,), labels (N,)
@@ -180,8 +181,15 @@ class OrientedRoIHead(nn.Module):
         cls_score: Tensor,
         bbox_pred: Tensor,
         image_sizes: Sequence[Tuple[int, int]],
+        thresholds: Optional[Thresholds] = None,
     ) -> List[Detections]:
-        """Per image: softmax, decode (centres clamped to the image), threshold, NMS, cut."""
+        """Per image: softmax, decode (centres clamped to the image), threshold, NMS, cut.
+
+        ``thresholds`` are this call's; None uses the head's ``test_cfg`` (the config's values).
+        """
+        if thresholds is None:
+            cfg = self.test_cfg
+            thresholds = Thresholds(cfg.score_thr, cfg.nms_iou, cfg.max_per_img)
         boxes = self.bbox_coder.decode(rois[:, 1:], bbox_pred)
         scores = F.softmax(cls_score, dim=-1)
         image_ids = rois[:, 0].long()
@@ -189,13 +197,15 @@ class OrientedRoIHead(nn.Module):
         for index, size in enumerate(image_sizes):
             mask = image_ids == index
             img_boxes = _clamp_centres(boxes[mask], size)
-            results.append(self._multiclass_nms(img_boxes, scores[mask]))
+            results.append(_multiclass_nms(img_boxes, scores[mask], thresholds))
         return results
 
-    def _multiclass_nms(self, boxes: Tensor, scores: Tensor) -> Detections:
-        """mmrotate multiclass_nms_rotated with class-agnostic boxes (background column dropped)."""
-        cfg = self.test_cfg
-        return multiclass_nms_rotated(boxes, scores[:, :-1], cfg.score_thr, cfg.nms_iou, cfg.max_per_img)
+
+
+def _multiclass_nms(boxes: Tensor, scores: Tensor, th: Thresholds) -> Detections:
+    """mmrotate multiclass_nms_rotated with class-agnostic boxes (background column dropped)."""
+    return multiclass_nms_rotated(boxes, scores[:, :-1], th.score, th.nms_iou, th.max_detections)
+
 
 def _clamp_centres(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
     """The decoder's max_shape step: centres into [0, W-1] x [0, H-1] of the unpadded image."""

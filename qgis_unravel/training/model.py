@@ -129,7 +129,8 @@ def load_backbone(detector: nn.Module, path: PathLike) -> Tuple[int, int]:
     widths. BatchNorm ``num_batches_tracked`` counters are not counted (older torchvision files
     lack them).
     """
-    from ..detector.checkpoint import read_checkpoint, strip_prefix
+    from ..detector.checkpoint import read_checkpoint
+    from ..detector.state_dict import strip_prefix
 
     sd, _ = read_checkpoint(path)
     if any(k.startswith("backbone.") for k in sd):

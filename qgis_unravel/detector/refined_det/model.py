@@ -24,6 +24,7 @@ from ...ops import multiclass_nms_rotated
 from ..anchors import AnchorGenerator
 from ..base import DetectorBase
 from ..coders import DeltaXYWHAOBBoxCoder
+from ..config import Thresholds
 from .align import AlignConvModule
 from .head import FRHead, fuse, gate_features
 
@@ -70,30 +71,12 @@ class RefinedDet(DetectorBase):
         self.bbox_coder = DeltaXYWHAOBBoxCoder(stds=CODER_STDS)
         self.test_cfg = RetinaTestConfig()
 
-    # settable test-time parameters (the engine's interface) -------------------------
+    # test-time parameters ------------------------------------------------------------
     @property
-    def score_threshold(self) -> float:
-        return self.test_cfg.score_thr
-
-    @score_threshold.setter
-    def score_threshold(self, value: float) -> None:
-        self.test_cfg.score_thr = float(value)
-
-    @property
-    def nms_iou(self) -> float:
-        return self.test_cfg.nms_iou
-
-    @nms_iou.setter
-    def nms_iou(self, value: float) -> None:
-        self.test_cfg.nms_iou = float(value)
-
-    @property
-    def max_detections(self) -> int:
-        return self.test_cfg.max_per_img
-
-    @max_detections.setter
-    def max_detections(self, value: int) -> None:
-        self.test_cfg.max_per_img = int(value)
+    def default_thresholds(self) -> Thresholds:
+        """The config's score threshold, NMS IoU and cut, used when a call passes none."""
+        cfg = self.test_cfg
+        return Thresholds(cfg.score_thr, cfg.nms_iou, cfg.max_per_img)
 
     @property
     def nms_pre(self) -> int:
@@ -147,10 +130,14 @@ class RefinedDet(DetectorBase):
         }
 
     def run_stages(
-        self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None
+        self,
+        batch: Tensor,
+        image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        thresholds: Optional[Thresholds] = None,
     ) -> Dict[str, Any]:
         """``forward`` keeping every intermediate, for parity checks and diagnostics."""
         image_sizes = self.image_sizes_for(batch, image_sizes)
+        thresholds = thresholds or self.default_thresholds
         with torch.inference_mode():
             feats = self.extract_feat(batch)
             stages: Dict[str, Any] = {"features": feats, **self.head_outputs(feats)}
@@ -160,16 +147,23 @@ class RefinedDet(DetectorBase):
                     [r[i] for r in stages["bbox_pred"]],
                     [b[i] for b in stages["rois"]],
                     size,
+                    thresholds,
                 )
                 for i, size in enumerate(image_sizes)
             ]
         return stages
 
     def postprocess(
-        self, cls_score: Levels, bbox_pred: Levels, rois: Levels, image_size: Tuple[int, int]
+        self,
+        cls_score: Levels,
+        bbox_pred: Levels,
+        rois: Levels,
+        image_size: Tuple[int, int],
+        thresholds: Optional[Thresholds] = None,
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """One image: per-level top-k, decode on the coarse boxes, threshold, rotated NMS."""
         cfg = self.test_cfg
+        th = thresholds or self.default_thresholds
         all_boxes, all_scores = [], []
         for logits, deltas, boxes in zip(cls_score, bbox_pred, rois):
             scores = logits.permute(1, 2, 0).reshape(-1, self.bbox_head.num_classes).sigmoid()
@@ -180,7 +174,7 @@ class RefinedDet(DetectorBase):
             all_boxes.append(self.bbox_coder.decode(boxes, deltas, max_shape=image_size))
             all_scores.append(scores)
         return multiclass_nms_rotated(
-            torch.cat(all_boxes), torch.cat(all_scores), cfg.score_thr, cfg.nms_iou, cfg.max_per_img
+            torch.cat(all_boxes), torch.cat(all_scores), th.score, th.nms_iou, th.max_detections
         )
 
 
