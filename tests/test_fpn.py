@@ -108,5 +108,18 @@ def test_build_rejects_missing_or_extra_conv_necks(reduced_golden):
     state_dict, _ = reduced_golden
     with_extra = dict(state_dict)
     with_extra["neck.fpn_convs.4.conv.weight"] = torch.zeros(64, 64, 3, 3)
-    with pytest.raises(ValueError, match="extra output convs"):
+    with pytest.raises(ValueError, match="only extra convs on the coarsest backbone map"):
         build_from_state_dict(with_extra)
+
+
+def test_extra_convs_on_input_are_read_from_the_keys():
+    """RetinaNet-style necks (add_extra_convs='on_input'): P6 = conv(C5), P7 = conv(P6), no ReLU."""
+    neck = FPN([8, 16, 32], out_channels=12, num_outs=5, extra_convs_on_input=True)
+    rebuilt = build_from_state_dict({f"neck.{k}": v for k, v in neck.state_dict().items()})
+    assert rebuilt.extra_convs_on_input and rebuilt.num_outs == 5
+    rebuilt.load_state_dict(neck.state_dict())
+    inputs = [torch.randn(1, 8, 16, 20), torch.randn(1, 16, 8, 10), torch.randn(1, 32, 4, 5)]
+    outs = rebuilt(inputs)
+    assert [tuple(o.shape[-2:]) for o in outs] == [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
+    torch.testing.assert_close(outs[3], neck.fpn_convs[3].conv(inputs[2]))
+    torch.testing.assert_close(outs[4], neck.fpn_convs[4].conv(outs[3]))

@@ -125,3 +125,13 @@ def test_cards_and_download_task_import_without_torch(repo_root: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_refined_det_cards_say_train_your_own() -> None:
+    cards = {c.id: c for c in list_cards()}
+    for card_id, classes in (("refined-det-r50-dota10", DOTA10_CLASSES), ("refined-det-r50-hrsc2016", 1)):
+        card = cards[card_id]
+        assert card.architecture.detector == "RefinedDet" and card.architecture.backbone == "ResNet"
+        assert card.weights.availability == "unpublished" and card.weights.urls == ()
+        assert "train your own" in card.title.lower() and "train your own" in card.license.notice.lower()
+        assert card.num_classes == classes

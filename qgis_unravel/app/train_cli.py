@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover
         """Placeholder: nothing raises it."""
 
 
+ARCHITECTURES = ("orcnn", "refined-det")
+
+
 def _sources(args) -> list:
     from ..training.dataset import Source
 
@@ -88,7 +91,7 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 def add_train(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="fine-tune or train an Oriented R-CNN on labelled rasters",
+        help="fine-tune or train an Oriented R-CNN or a Refined-Det on labelled rasters",
         description="Train on rasters plus polygon layers with a class field. Checkpoints "
         "are written in mmrotate's format (meta CLASSES).",
     )
@@ -111,9 +114,24 @@ def add_train(sub) -> None:
         "chips are repeated (mmdet's ClassBalancedDataset; e.g. 0.3; default 0: off)",
     )
     model = p.add_argument_group("model")
-    model.add_argument("--preset", default="tiny", help="fresh architecture: tiny, small, nano or pico")
-    model.add_argument("--from-checkpoint", help="start from an Oriented R-CNN checkpoint (classes remapped)")
-    model.add_argument("--backbone-weights", help="start the backbone from ImageNet UnravelNet weights")
+    model.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default="orcnn",
+        help="detector family: orcnn (UnravelNet Oriented R-CNN, default) or refined-det "
+        "(ResNet Refined-Det with cross-grid label assignment)",
+    )
+    model.add_argument(
+        "--preset",
+        help="fresh architecture; orcnn: tiny (default), small, nano or pico; "
+        "refined-det: r50 (default, the paper's), r101, r18, nano or pico",
+    )
+    model.add_argument("--from-checkpoint", help="start from a detector checkpoint (classes remapped)")
+    model.add_argument(
+        "--backbone-weights",
+        help="start the backbone from ImageNet weights: a file (UnravelNet, or torchvision ResNet "
+        "for refined-det), or 'imagenet' (refined-det: torchvision's file, downloaded once, verified)",
+    )
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--iterations", type=int, default=1000)
     opt.add_argument("--batch-size", type=int, default=2)
@@ -136,8 +154,11 @@ def add_train(sub) -> None:
 
 
 def _build(args, classes):
+    if args.arch == "refined-det":
+        return _build_refined_det(args, classes)
     from ..training.model import PRESETS, build_model, from_detector_checkpoint, load_backbone
 
+    args.preset = args.preset or "tiny"
     if args.from_checkpoint:
         model, fresh = from_detector_checkpoint(args.from_checkpoint, classes)
         print(f"started from {args.from_checkpoint}; new (untrained) classes: {', '.join(fresh) or 'none'}")
@@ -149,6 +170,55 @@ def _build(args, classes):
         loaded, total = load_backbone(model, args.backbone_weights)
         print(f"backbone: loaded {loaded} of {total} tensors from {args.backbone_weights}")
     return model
+
+
+def _build_refined_det(args, classes):
+    from ..training.model import REFINED_DET_PRESETS, build_refined_det, load_backbone
+
+    if args.from_checkpoint:
+        from ..detector.checkpoint import build_detector, read_checkpoint
+        from ..detector.refined_det import RefinedDet
+
+        sd, meta = read_checkpoint(args.from_checkpoint)
+        model = build_detector(sd, meta)
+        if not isinstance(model, RefinedDet):
+            raise UsageError(
+                f"{args.from_checkpoint} is not a Refined-Det checkpoint; drop --arch refined-det"
+            )
+        if list(model.classes) != list(classes):
+            raise UsageError(
+                f"{args.from_checkpoint} has the classes {', '.join(model.classes)}; pass the same with "
+                "--classes (a Refined-Det head cannot be remapped to other classes)"
+            )
+        print(f"started from {args.from_checkpoint}")
+        return model
+    preset = args.preset or "r50"
+    if preset not in REFINED_DET_PRESETS:
+        choices = ", ".join(REFINED_DET_PRESETS)
+        raise UsageError(f"unknown refined-det preset {preset!r}; choose one of {choices}")
+    spec = REFINED_DET_PRESETS[preset]
+    model = build_refined_det(spec, classes, pretrained_backbone=bool(args.backbone_weights))
+    if args.backbone_weights == "imagenet":
+        args.backbone_weights = str(_imagenet_resnet(spec))
+    if args.backbone_weights:
+        loaded, total = load_backbone(model, args.backbone_weights)
+        print(f"backbone: loaded {loaded} of {total} tensors from {args.backbone_weights}")
+    else:
+        print("note: no --backbone-weights: the ResNet starts from random weights (all stages train)")
+    return model
+
+
+def _imagenet_resnet(spec):
+    """torchvision's ImageNet ResNet file for the preset, from the cache or downloaded (verified)."""
+    from ..zoo.imagenet import LICENCE, RESNET_FILES, resnet_weights
+
+    if spec.base_channels != 64 or spec.depth not in RESNET_FILES:
+        raise UsageError(
+            f"no ImageNet weights fit a ResNet-{spec.depth} at base width {spec.base_channels}; "
+            "use --preset r18, r50 or r101, or train without --backbone-weights"
+        )
+    print(f"ImageNet backbone: {LICENCE}")
+    return resnet_weights(spec.depth)
 
 
 def run_train(args) -> int:

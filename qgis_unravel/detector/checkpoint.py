@@ -2,7 +2,7 @@
 
 Only ``torch.load(weights_only=True)`` is used, so a checkpoint can never run code. The
 architecture is read from the tensor shapes; anything that is not an UnravelNet or LEGNet
-Oriented R-CNN is refused with a message saying what the file holds instead.
+Oriented R-CNN, or a Refined-Det, is refused with a message saying what the file holds instead.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from types import ModuleType
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from .base import DetectorBase
 from .config import ROI_OUTPUT_SIZE
 from .oriented_rcnn import OrientedRCNN, default_class_names
 from .state_dict import StateDict, strip_prefix
 
 PathLike = Union[str, Path]
 
-SUPPORTED = "an mmrotate Oriented R-CNN with an UnravelNet or LEGNet backbone"
+SUPPORTED = "an mmrotate Oriented R-CNN with an UnravelNet or LEGNet backbone, or a Refined-Det"
 
 # Keys that identify other architectures, for a helpful refusal.
 _FOREIGN_BACKBONES = (
@@ -242,13 +243,25 @@ def class_names(meta: Mapping[str, Any], num_classes: int) -> List[str]:
 # building -------------------------------------------------------------------------------
 def build_detector(
     sd: Mapping[str, Tensor], meta: Optional[Mapping[str, Any]] = None, load: bool = True
-) -> OrientedRCNN:
-    """An OrientedRCNN sized from the state dict, in eval mode.
+) -> DetectorBase:
+    """An OrientedRCNN or RefinedDet sized from the state dict, in eval mode.
 
     With ``load=False`` only the shapes are used (the tensors may even live on the meta
     device), which builds the architecture without weights.
     """
     from . import fpn
+    from .refined_det import checkpoint as refined_det
+
+    if refined_det.matches(sd):
+        try:
+            num_classes = refined_det.infer_architecture(sd)["num_classes"]
+            names = class_names(meta or {}, num_classes)
+            detector: DetectorBase = refined_det.build_from_state_dict(sd, names)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        if load:
+            load_strict(detector, dict(sd))
+        return detector.eval()
 
     name, module = identify_backbone(sd)
     arch = infer_architecture(sd, name)
@@ -281,7 +294,7 @@ def build_detector(
     return detector.eval()
 
 
-def load_strict(detector: OrientedRCNN, sd: Dict[str, Tensor]) -> None:
+def load_strict(detector: nn.Module, sd: Dict[str, Tensor]) -> None:
     """Load with zero missing and zero unexpected keys, filling aliased twins from each other."""
     expected = detector.state_dict()
     _fill_aliases(expected, sd)
@@ -316,8 +329,8 @@ def _fill_aliases(expected: Mapping[str, Tensor], sd: Dict[str, Tensor]) -> None
 
 def load_detector(
     path: PathLike, device: Union[str, torch.device] = "cpu", fast: bool = True
-) -> OrientedRCNN:
-    """Load an mmrotate UnravelNet/LEGNet Oriented R-CNN checkpoint, ready for inference.
+) -> DetectorBase:
+    """Load an mmrotate UnravelNet/LEGNet Oriented R-CNN or Refined-Det checkpoint, ready for inference.
 
     ``fast`` (default) folds the backbone's BatchNorms and runs it channels-last on CPU
     (``OrientedRCNN.fast``): about 20 % less backbone time, the same detections up to float32
@@ -328,12 +341,13 @@ def load_detector(
     check_finite(sd)
     detector = build_detector(sd, meta)
     detector.info["checkpoint"] = str(path)
-    detector.fast = fast
+    if hasattr(detector, "fast"):
+        detector.fast = fast
     return detector.to(device).eval()
 
 
 # saving ---------------------------------------------------------------------------------
-def save_checkpoint(detector: OrientedRCNN, path: PathLike, meta: Optional[Mapping[str, Any]] = None) -> None:
+def save_checkpoint(detector: DetectorBase, path: PathLike, meta: Optional[Mapping[str, Any]] = None) -> None:
     """Write ``{'meta', 'state_dict'}`` as mmcv does, with CLASSES, loadable by mmrotate too."""
     full_meta: Dict[str, Any] = dict(meta or {})
     full_meta.setdefault("CLASSES", tuple(detector.classes))

@@ -1,9 +1,11 @@
-"""Feature pyramid neck, equal to mmdet 2.x ``FPN`` with ``add_extra_convs=False``.
+"""Feature pyramid neck, equal to mmdet 2.x ``FPN`` (``add_extra_convs`` False or ``'on_input'``).
 
 Lateral 1x1 convs bring every backbone level to ``out_channels``; coarser levels are added
 into finer ones after nearest upsampling to the finer level's exact size; a 3x3 conv
 smooths each sum. Levels beyond the backbone's come from stride-2 subsampling of the
-coarsest output (``max_pool2d`` with kernel 1), as in Faster/Oriented R-CNN. Key names
+coarsest output (``max_pool2d`` with kernel 1), as in Faster/Oriented R-CNN, or, with
+``extra_convs_on_input`` (RetinaNet-style detectors such as Refined-Det), from stride-2 3x3
+convs: the first on the coarsest *backbone* map, the next ones on the previous output. Key names
 (``lateral_convs.i.conv.*``, ``fpn_convs.i.conv.*``) follow mmcv's ``ConvModule``.
 """
 
@@ -18,18 +20,26 @@ from torch import Tensor, nn
 class ConvModule(nn.Module):
     """A conv with bias wrapped as ``.conv``, the key layout of mmcv's ConvModule without norm/act."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, stride: int = 1
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 
 class FPN(nn.Module):
-    """Feature pyramid over all backbone levels, plus ``num_outs - len(in_channels)`` pooled ones."""
+    """Feature pyramid over all backbone levels, plus ``num_outs - len(in_channels)`` extra ones."""
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int = 256, num_outs: int = 5) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: int = 256,
+        num_outs: int = 5,
+        extra_convs_on_input: bool = False,
+    ) -> None:
         super().__init__()
         self.in_channels = [int(c) for c in in_channels]
         if not self.in_channels:
@@ -44,6 +54,11 @@ class FPN(nn.Module):
         self.fpn_convs = nn.ModuleList(
             ConvModule(self.out_channels, self.out_channels, 3, padding=1) for _ in self.in_channels
         )
+        self.extra_convs_on_input = bool(extra_convs_on_input)
+        if self.extra_convs_on_input:
+            for i in range(len(self.in_channels), self.num_outs):
+                cin = self.in_channels[-1] if i == len(self.in_channels) else self.out_channels
+                self.fpn_convs.append(ConvModule(cin, self.out_channels, 3, padding=1, stride=2))
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 # mmdet's FPN default: Xavier-uniform weights, zero bias.
@@ -59,6 +74,11 @@ class FPN(nn.Module):
                 laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
             )
         outs = [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)]
+        if self.extra_convs_on_input:
+            source = inputs[-1]
+            for conv in self.fpn_convs[len(laterals) :]:
+                outs.append(conv(source))
+                source = outs[-1]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         return tuple(outs)
@@ -67,8 +87,9 @@ class FPN(nn.Module):
 def build_from_state_dict(state_dict: Mapping[str, Tensor], prefix: str = "neck.", num_outs: int = 5) -> FPN:
     """An FPN whose widths fit the checkpoint (weights are NOT loaded).
 
-    ``num_outs`` cannot be read from the weights (the pooled levels have none); mmrotate's
-    Oriented R-CNN configs use 5.
+    ``num_outs`` cannot be read from the weights when the extra levels are pooled (they have
+    none); mmrotate's Oriented R-CNN configs use 5. Extra convs (``add_extra_convs='on_input'``)
+    are recognised by their keys and then give ``num_outs``.
     """
     in_channels = []
     while f"{prefix}lateral_convs.{len(in_channels)}.conv.weight" in state_dict:
@@ -84,8 +105,16 @@ def build_from_state_dict(state_dict: Mapping[str, Tensor], prefix: str = "neck.
                 f"FPN checkpoint: {prefix}fpn_convs.{i}.conv.weight is {found}, expected "
                 f"{(out_channels, out_channels, 3, 3)}; only mmdet FPNs without extra convs are supported"
             )
-    if f"{prefix}fpn_convs.{len(in_channels)}.conv.weight" in state_dict:
-        raise ValueError(
-            "FPN checkpoint has extra output convs (add_extra_convs=True), which this port does not support"
-        )
+    extra = 0
+    while f"{prefix}fpn_convs.{len(in_channels) + extra}.conv.weight" in state_dict:
+        extra += 1
+    if extra:
+        first = state_dict[f"{prefix}fpn_convs.{len(in_channels)}.conv.weight"]
+        if int(first.shape[1]) != in_channels[-1]:
+            raise ValueError(
+                f"FPN checkpoint: the first extra conv takes {int(first.shape[1])} channels; only "
+                f"extra convs on the coarsest backbone map ({in_channels[-1]} channels, "
+                "add_extra_convs='on_input') are supported"
+            )
+        return FPN(in_channels, out_channels, len(in_channels) + extra, extra_convs_on_input=True)
     return FPN(in_channels, out_channels, num_outs)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import batched_nms_rotated, roi_align_rotated
+from ..ops import multiclass_nms_rotated, roi_align_rotated
 from .coders import DeltaXYWHAOBBoxCoder
 from .config import (
     RCNN_CODER_STDS,
@@ -201,20 +201,10 @@ class OrientedRoIHead(nn.Module):
         return results
 
 
+
 def _multiclass_nms(boxes: Tensor, scores: Tensor, th: Thresholds) -> Detections:
-    """mmrotate multiclass_nms_rotated with class-agnostic boxes."""
-    num_classes = scores.shape[1] - 1
-    fg = scores[:, :num_classes]
-    valid = fg > th.score
-    box_idx, labels = torch.nonzero(valid, as_tuple=True)
-    cand_scores = fg[box_idx, labels]
-    cand_boxes = boxes[box_idx]
-    if cand_boxes.shape[0] == 0:
-        return cand_boxes, cand_scores, labels
-    keep = batched_nms_rotated(cand_boxes, cand_scores, labels, th.nms_iou)
-    if th.max_detections > 0:
-        keep = keep[: th.max_detections]
-    return cand_boxes[keep], cand_scores[keep], labels[keep]
+    """mmrotate multiclass_nms_rotated with class-agnostic boxes (background column dropped)."""
+    return multiclass_nms_rotated(boxes, scores[:, :-1], th.score, th.nms_iou, th.max_detections)
 
 
 def _clamp_centres(boxes: Tensor, size: Tuple[int, int]) -> Tensor:

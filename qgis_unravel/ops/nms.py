@@ -15,6 +15,8 @@ block-wise IoU > thr matrix (``_dense_keep``): the same float operations, so the
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -23,7 +25,14 @@ from .boxes import obb_half_extents
 from .greedy import greedy_keep
 from .iou_rotated import rotated_pair_iou
 
-__all__ = ["batched_nms", "batched_nms_rotated", "grouped_nms_rotated", "nms", "nms_rotated"]
+__all__ = [
+    "batched_nms",
+    "batched_nms_rotated",
+    "grouped_nms_rotated",
+    "multiclass_nms_rotated",
+    "nms",
+    "nms_rotated",
+]
 
 _MIN_AREA = 1e-14
 
@@ -152,6 +161,29 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thres
     shifted = boxes.clone()
     shifted[:, :2] = shifted[:, :2] + offsets[:, None]
     return _nms_rotated(shifted, scores, float(iou_threshold), None)
+
+
+def multiclass_nms_rotated(
+    boxes: Tensor, scores: Tensor, score_thr: float, iou_threshold: float, max_num: int = -1
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """mmrotate 0.3.4's ``multiclass_nms_rotated`` for class-agnostic boxes.
+
+    Every (box, class) pair whose foreground score ``scores`` (N, C) is above ``score_thr``
+    becomes a candidate (rows box-major, as mmrotate flattens them), then per-class rotated NMS,
+    then the first ``max_num`` (all when ``max_num <= 0``).
+
+    Returns:
+        boxes (K, 5), scores (K,), labels (K,) by descending score.
+    """
+    box_idx, labels = torch.nonzero(scores > score_thr, as_tuple=True)
+    cand_scores = scores[box_idx, labels]
+    cand_boxes = boxes[box_idx]
+    if cand_boxes.shape[0] == 0:
+        return cand_boxes, cand_scores, labels
+    keep = batched_nms_rotated(cand_boxes, cand_scores, labels, iou_threshold)
+    if max_num > 0:
+        keep = keep[:max_num]
+    return cand_boxes[keep], cand_scores[keep], labels[keep]
 
 
 def grouped_nms_rotated(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float,

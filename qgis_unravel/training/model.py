@@ -125,7 +125,9 @@ def from_detector_checkpoint(path: PathLike, classes: Sequence[str]) -> Tuple[nn
 def load_backbone(detector: nn.Module, path: PathLike) -> Tuple[int, int]:
     """Load ImageNet (classification) weights into the backbone; (loaded, total) tensor counts.
 
-    Classifier tensors (``head.*``) are skipped; the file must fit the backbone's widths.
+    Classifier tensors (``head.*``, ``fc.*``) are skipped; the file must fit the backbone's
+    widths. BatchNorm ``num_batches_tracked`` counters are not counted (older torchvision files
+    lack them).
     """
     from ..detector.checkpoint import read_checkpoint
     from ..detector.state_dict import strip_prefix
@@ -141,14 +143,84 @@ def load_backbone(detector: nn.Module, path: PathLike) -> Tuple[int, int]:
             f"{Path(path).name} does not fit this backbone: {len(wrong)} tensors have other shapes "
             f"(e.g. {wrong[0]}); pick the preset whose widths match the file"
         )
-    if len(usable) < 0.9 * len(target):
+    def counted(keys):
+        return [k for k in keys if not k.endswith("num_batches_tracked")]
+
+    loaded, total = len(counted(usable)), len(counted(target))
+    if loaded < 0.9 * total:
         raise ValueError(
-            f"{Path(path).name} covers only {len(usable)} of {len(target)} backbone tensors; "
-            "it is not an UnravelNet backbone of this size"
+            f"{Path(path).name} covers only {loaded} of {total} backbone tensors; "
+            "it is not a backbone of this architecture and size"
         )
     detector.backbone.load_state_dict({**target, **usable})
-    return len(usable), len(target)
+    return loaded, total
 
 
 def count_parameters(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
+
+
+# Refined-Det --------------------------------------------------------------------------------
+@dataclass
+class RefinedDetSpec:
+    """Architecture of a fresh Refined-Det (defaults: the paper's ResNet-50 config)."""
+
+    depth: int = 50
+    base_channels: int = 64
+    width: int = 256
+    stacked_convs: int = 4  # what the reference builds (its configs' "2" is overridden)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+REFINED_DET_PRESETS: Dict[str, RefinedDetSpec] = {
+    "r50": RefinedDetSpec(),
+    "r101": RefinedDetSpec(depth=101),
+    "r18": RefinedDetSpec(depth=18),
+    # A narrow variant trainable on a CPU in about an hour (no ImageNet weights fit it).
+    "nano": RefinedDetSpec(depth=18, base_channels=16, width=64, stacked_convs=2),
+    # Tests: the smallest network the code accepts.
+    "pico": RefinedDetSpec(depth=18, base_channels=8, width=16, stacked_convs=1),
+}
+
+#: mmdet's bias_init_with_prob(0.01): the classifier starts predicting 1 % foreground.
+PRIOR_LOGIT = -4.59511985013459
+
+
+def init_refined_det_head(detector: nn.Module) -> None:
+    """The FRHead's init_cfg: every head conv N(0, 0.01) with zero bias, ``retina_cls`` bias at
+    the 1 % prior; the alignment convs N(0, 0.01) (S2A-Net's AlignConv.init_weights)."""
+    for module in detector.bbox_head.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+    nn.init.constant_(detector.bbox_head.retina_cls.bias, PRIOR_LOGIT)
+    for conv in detector.align_conv.ac:
+        nn.init.normal_(conv.deform_conv.weight, std=0.01)
+
+
+def build_refined_det(
+    spec: RefinedDetSpec, classes: Sequence[str], pretrained_backbone: bool = False
+) -> nn.Module:
+    """A freshly initialised Refined-Det for ``classes``.
+
+    With an ImageNet backbone (``pretrained_backbone``) the configs' ``frozen_stages=1`` and
+    ``norm_eval=True`` apply; from scratch every stage and BatchNorm trains.
+    """
+    from ..detector.backbones.resnet import ResNet
+    from ..detector.fpn import FPN
+    from ..detector.refined_det.checkpoint import infer_architecture
+    from ..detector.refined_det.model import build
+
+    backbone = ResNet(
+        spec.depth,
+        spec.base_channels,
+        frozen_stages=1 if pretrained_backbone else -1,
+        norm_eval=pretrained_backbone,
+    )
+    neck = FPN(backbone.out_channels[1:], spec.width, num_outs=5, extra_convs_on_input=True)
+    detector = build(backbone, neck, len(classes), spec.width, spec.stacked_convs, 1, classes=list(classes))
+    detector.info.update(infer_architecture(detector.state_dict()))
+    init_refined_det_head(detector)
+    return detector

@@ -54,7 +54,17 @@ def forward_losses(
     gt_labels: Sequence[Tensor],
     generator: Optional[torch.Generator] = None,
 ) -> Dict[str, Tensor]:
-    """All four losses (plus RoI accuracy) of one batch, the way mmrotate's forward_train does."""
+    """All losses (plus RoI accuracy) of one batch, the way mmrotate's forward_train does.
+
+    Oriented R-CNN gives the four keys of ``LOSS_KEYS``; Refined-Det its ``base.*`` and
+    ``refine.*`` losses (``training.refined_det``).
+    """
+    from ..detector.refined_det import RefinedDet
+
+    if isinstance(model, RefinedDet):
+        from .refined_det import refined_det_losses
+
+        return refined_det_losses(model, batch, gt_boxes, gt_labels)
     sizes = [tuple(batch.shape[-2:])] * batch.shape[0]
     feats = model.extract_feat(batch)
     cls_scores, bbox_preds = model.rpn_head(feats)
@@ -138,7 +148,7 @@ class Trainer:
         self.model.train()
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             losses = forward_losses(self.model, batch, boxes, labels, generator)
-        total = sum(losses[k] for k in LOSS_KEYS)
+        total = sum(v for k, v in losses.items() if "loss" in k)
         if not torch.isfinite(total):
             raise FloatingPointError(f"the loss became {total.item()} at iteration {it}; lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
@@ -167,7 +177,8 @@ class Trainer:
             window.append(record)
             self.history.append(record)
             if self.iteration % cfg.log_every == 0 or self.iteration == cfg.iterations:
-                mean = {k: float(np.mean([r[k] for r in window])) for k in (*LOSS_KEYS, "loss", "acc")}
+                keys = [k for k in window[-1] if "loss" in k or k == "acc"]
+                mean = {k: float(np.mean([r[k] for r in window])) for k in keys}
                 entry = {"iter": self.iteration, "lr": record["lr"], **mean, "time": record["time"]}
                 with open(log_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(entry) + "\n")

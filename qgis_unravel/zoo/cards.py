@@ -18,8 +18,8 @@ from ..paths import models_dir
 from .errors import CardError, UnknownModelError
 
 SCHEMA_VERSION = 1
-SUPPORTED_DETECTORS = ("OrientedRCNN",)
-SUPPORTED_BACKBONES = ("UnravelNet", "LEGNet")
+SUPPORTED_DETECTORS = ("OrientedRCNN", "RefinedDet")
+SUPPORTED_BACKBONES = ("UnravelNet", "LEGNet", "ResNet")
 SUPPORTED_ANGLE_VERSIONS = ("le90",)
 AVAILABILITIES = ("download", "bundled", "manual", "unpublished")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
