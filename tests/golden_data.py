@@ -9,6 +9,7 @@ tests and benches can hand real checkpoint paths to the engine, the CLI and the 
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import os
 import shutil
@@ -73,3 +74,15 @@ def expanded(folder: Path = GOLDEN) -> Path:
             shutil.copyfile(source, partial)
         os.replace(partial, dest)  # atomic: parallel sessions never see half a file
     return target
+
+
+def reduced_run(golden_dir: Path) -> dict:
+    """Facts of the golden run of ``reduced_model.pth`` (score threshold, detections per class…)."""
+    return json.loads((golden_dir / "reduced_model_info.json").read_text(encoding="utf-8"))
+
+
+def frequent_classes(golden_dir: Path, count: int) -> List[str]:
+    """Names of the ``count`` classes the golden reduced model detects most often on its scene."""
+    run = reduced_run(golden_dir)
+    ranked = sorted(range(len(run["classes"])), key=lambda c: -run["dets_per_class"][c])
+    return [run["classes"][c] for c in ranked[:count]]

@@ -127,7 +127,7 @@ def save_checkpoint_xz(path: Path, state_dict: Dict[str, torch.Tensor], meta: Di
     buffer = io.BytesIO()
     torch.save({"meta": meta, "state_dict": state_dict}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(lzma.compress(buffer.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+    path.write_bytes(lzma.compress(buffer.getvalue(), preset=6))
 
 
 def write_key_list(path: Path, state_dict: Dict[str, torch.Tensor]) -> None:

@@ -15,7 +15,15 @@ import numpy as np
 import torch
 
 from . import models
-from .common import img_metas, normalize, save_checkpoint_xz, save_json, save_npz, synthetic_scene
+from .common import (
+    DOTA_CLASSES,
+    img_metas,
+    normalize,
+    save_checkpoint_xz,
+    save_json,
+    save_npz,
+    synthetic_scene,
+)
 
 SIZE = 256
 THR_RANKS = (400, 800)
@@ -112,6 +120,7 @@ def generate(
         "test_cfg": cfg.model.test_cfg.to_dict(),
         "n_proposals": int(len(arrays["proposals"])),
         "n_dets": int(len(arrays["det_bboxes"])),
+        "classes": list(DOTA_CLASSES),
         "dets_per_class": counts,
         "roi_level_counts": np.bincount(np.asarray(arrays["roi_levels"]), minlength=4).tolist(),
         "params_total": int(sum(p.numel() for p in model.parameters())),

@@ -5,7 +5,7 @@ The recipe (each step with its own seed, so one change does not shift the others
 1. ``torch.manual_seed(0)``, then ``mmrotate.models.build_detector`` on the published tiny config
    with the reduced widths of ``REDUCED`` (``init_weights()`` is not called).
 2. Every Conv1d/Conv2d/Linear weight of the whole model (fixed-filter convs included) is redrawn
-   on a coarse grid: ``round(4 z) / 4 * 2^-e`` with ``z ~ N(0, 1)`` clipped to [-3, 3] and
+   on a coarse grid: ``round(2 z) / 2 * 2^-e`` with ``z ~ N(0, 1)`` clipped to [-3, 3] and
    ``2^-e`` the power of two nearest to ``1/sqrt(fan_in)``; biases ``round(256 u) / 256`` with
    ``u ~ U[-0.1, 0.1)`` (Generator seeded with 2, ``modules()`` order). Such weights are exact in
    float32 and compress well, which keeps the committed checkpoints small.
@@ -78,7 +78,7 @@ def grid_weights(model: nn.Module, seed: int = 2) -> int:
         scale = 2.0 ** round(math.log2(1.0 / math.sqrt(fan_in)))
         z = torch.randn(w.shape, generator=gen).clamp_(-3, 3)
         with torch.no_grad():
-            w.copy_(torch.round(z * 4) / 4 * scale)
+            w.copy_(torch.round(z * 2) / 2 * scale)
             if module.bias is not None:
                 u = torch.rand(module.bias.shape, generator=gen) * 0.2 - 0.1
                 module.bias.copy_(torch.round(u * 256) / 256)
