@@ -1,7 +1,8 @@
 """The ``train``, ``evaluate`` and ``synth`` subcommands of ``qgis-unravel``.
 
-``register(subparsers)`` adds them to the engine's CLI; ``python -m qgis_unravel.training``
-runs the same commands on their own. User errors end with a one-line message, no traceback.
+``register(subparsers)`` adds them to the console script (``qgis_unravel.app.cli``); ``main``
+runs the same commands on their own (for tests and embedding). User errors end with a one-line
+message, no traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .labels import LabelError
-from .prplot import PlotError
+from ..training.labels import LabelError
+from ..training.prplot import PlotError
 
 
 class UsageError(ValueError):
@@ -29,7 +30,7 @@ except ImportError:  # pragma: no cover
 
 
 def _sources(args) -> list:
-    from .dataset import Source
+    from ..training.dataset import Source
 
     rasters: List[Path] = [Path(p) for p in (args.raster or [])]
     labels: List[Path] = [Path(p) for p in (args.labels or [])]
@@ -135,7 +136,7 @@ def add_train(sub) -> None:
 
 
 def _build(args, classes):
-    from .model import PRESETS, build_model, from_detector_checkpoint, load_backbone
+    from ..training.model import PRESETS, build_model, from_detector_checkpoint, load_backbone
 
     if args.from_checkpoint:
         model, fresh = from_detector_checkpoint(args.from_checkpoint, classes)
@@ -153,8 +154,8 @@ def _build(args, classes):
 def run_train(args) -> int:
     import torch
 
-    from .dataset import ChipDataset, discover_classes
-    from .trainer import TrainConfig, Trainer
+    from ..training.dataset import ChipDataset, discover_classes
+    from ..training.trainer import TrainConfig, Trainer
 
     if args.tile_size % 32 or args.tile_size < 64:
         raise UsageError(f"--tile-size must be a multiple of 32 and at least 64, got {args.tile_size}")
@@ -183,7 +184,7 @@ def run_train(args) -> int:
         f"objects; classes: {', '.join(classes)}"
     )
     if args.oversample_thr > 0:
-        from .balance import class_counts
+        from ..training.balance import class_counts
 
         dataset.oversample_rare_classes(args.oversample_thr)
         shown = ", ".join(f"{c} {n}" for c, n in zip(classes, class_counts(dataset.chips, len(classes))))
@@ -253,8 +254,8 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from .evaluate import evaluate, format_table
-    from .scoring import detections_from_layer, detections_from_model, truths_for
+    from ..training.evaluate import evaluate, format_table
+    from ..training.scoring import detections_from_layer, detections_from_model, truths_for
 
     if len(args.labels) not in (1, len(args.raster)):
         raise UsageError(f"{len(args.raster)} rasters but {len(args.labels)} label layers")
@@ -276,7 +277,7 @@ def run_evaluate(args) -> int:
     result = evaluate_named(dets, classes, truths, names, args.iou, args.ap_mode, evaluate)
     print(format_table(result))
     if args.plot:
-        from .prplot import plot_pr
+        from ..training.prplot import plot_pr
 
         print(f"precision-recall plot: {plot_pr(result, args.plot)}")
     if args.json_out:
@@ -286,7 +287,7 @@ def run_evaluate(args) -> int:
 
 def evaluate_named(dets, det_classes, truths, truth_names, iou, mode, evaluate_fn):
     """Evaluate over the union of class names, matching detections and truth by name."""
-    from .evaluate import ImageDetections, ImageTruth
+    from ..training.evaluate import ImageDetections, ImageTruth
 
     classes = list(det_classes) + [n for n in sorted(set(sum(truth_names, []))) if n not in det_classes]
     index = {c: i for i, c in enumerate(classes)}
@@ -309,7 +310,7 @@ def add_synth(sub) -> None:
 
 
 def run_synth(args) -> int:
-    from .synthetic import write_scene
+    from ..synthetic import write_scene
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,11 +331,8 @@ def register(subparsers) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qgis_unravel.training")
+    parser = argparse.ArgumentParser(prog="qgis-unravel")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
