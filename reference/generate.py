@@ -41,21 +41,21 @@ def main(argv=None) -> int:
     state_dict = None
     if "ops" in parts:
         ops.generate(out)
+    if "unravelnet" in parts:
+        info, state_dict = detector.generate("unravelnet", out, scene_seed=0, stem="reduced_model")
+        print(f"unravelnet: {info['n_dets']} detections at score_thr {info['score_thr']}")
+    if "training" in parts:
+        info = training.generate(out / "training", state_dict)
+        print("training losses:", info["losses"])
+    if "legnet" in parts:
+        info, _ = detector.generate("legnet", out / "legnet", scene_seed=1, stem="legnet_reduced_model")
+        print(f"legnet: {info['n_dets']} detections at score_thr {info['score_thr']}")
     if "keys" in parts:
         for variant in ("tiny", "small"):
             keys = models.full_state_dict("unravelnet", variant)
             write_key_list(out / f"state_dict_keys_{variant}.txt", keys)
             write_key_list(out / "legnet" / f"state_dict_keys_legnet_{variant}.txt",
                            models.full_state_dict("legnet", variant))
-    if "unravelnet" in parts:
-        info, state_dict = detector.generate("unravelnet", out, scene_seed=0, stem="reduced_model")
-        print(f"unravelnet: {info['n_dets']} detections at score_thr {info['score_thr']}")
-    if "legnet" in parts:
-        info, _ = detector.generate("legnet", out / "legnet", scene_seed=1, stem="legnet_reduced_model")
-        print(f"legnet: {info['n_dets']} detections at score_thr {info['score_thr']}")
-    if "training" in parts:
-        info = training.generate(out / "training", state_dict)
-        print("training losses:", info["losses"])
     manifest.write(out)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"golden data in {out}: {total / 1e6:.2f} MB, {time.time() - started:.0f} s")
