@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test lint plugin clean
+.PHONY: setup demo test lint plugin clean golden reference-env
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,17 @@ lint: setup
 
 plugin: setup
 	@$(PY) scripts/build_plugin.py
+
+# Golden data: run by hand, never by CI. Builds the upstream reference environment outside the
+# checkout when it is missing (reference/README.md), then regenerates tests/golden.
+REFERENCE_ENV ?= $(HOME)/.cache/qgis-unravel/reference-env
+export REFERENCE_ENV
+
+reference-env:
+	@bash reference/build_env.sh
+
+golden: reference-env
+	$(REFERENCE_ENV)/venv/bin/python reference/generate.py --out tests/golden
 
 clean:
 	rm -rf dist build .pytest_cache .ruff_cache

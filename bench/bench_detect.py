@@ -37,12 +37,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-MMROTATE_TINY_S_PER_TILE = 3.5  # golden README: full simple_test, 1024 x 1024, 2 threads
+MMROTATE_TINY_S_PER_TILE = 3.5  # docs/golden.md timings: full simple_test, 1024 x 1024, 2 threads
 
 
 def golden_dir() -> Path:
-    env = os.environ.get("QGIS_UNRAVEL_GOLDEN")
-    return Path(env) if env else HERE.parent.parent / "shared" / "golden"
+    """The project's golden data (its key lists are plain text files)."""
+    return HERE.parent / "tests" / "golden"
 
 
 # ---- inputs ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ number of boxes that pass the score threshold, which is therefore set so that on
 candidates reach the final rotated NMS, as with a trained model (the mmrotate reference was
 measured that way). Each stage is timed on its own, on the previous stage's outputs, after one
 warm-up: wall time and process CPU time (``time.process_time``, all threads summed), medians.
-The mmrotate reference (golden README, torch 2.0.1, 2 threads, same machine class) is printed
+The mmrotate reference (docs/golden.md, torch 2.0.1, 2 threads, same machine class) is printed
 beside them, with ratios ours / reference (below 1 means faster than mmrotate).
 """
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 from qgis_unravel.detector.checkpoint import build_detector  # noqa: E402
 from qgis_unravel.detector.roi_head import rois_from_proposals  # noqa: E402
 
-# mmrotate 0.3.4 / torch 2.0.1, 2 threads, 1 x 3 x 1024 x 1024 (golden README "Reference CPU timings").
+# mmrotate 0.3.4 / torch 2.0.1, 2 threads, 1 x 3 x 1024 x 1024 (docs/golden.md "Reference CPU timings").
 REFERENCE_S: Dict[str, Optional[float]] = {
     "backbone": 1.73,
     "fpn": 2.00 - 1.73,
@@ -45,8 +45,8 @@ REFERENCE_S: Dict[str, Optional[float]] = {
 
 
 def golden_dir() -> Path:
-    env = os.environ.get("QGIS_UNRAVEL_GOLDEN")
-    return Path(env) if env else HERE.parent.parent / "shared" / "golden"
+    """The project's golden data (its key lists are plain text files)."""
+    return HERE.parent / "tests" / "golden"
 
 
 def tiny_detector(seed: int = 0) -> Any:

@@ -3,7 +3,7 @@
 Rotated NMS is timed on DOTA-like candidates in a 1024 x 1024 image, the way the RoI head makes
 them: proposals jittered around objects, each proposal repeated for 15 classes and suppressed per
 class (``batched_nms_rotated``, IoU 0.1), plus a single-class stress case of uniformly scattered
-boxes. mmcv's single-threaded CPU numbers from the golden README are printed beside ours: they are
+boxes. mmcv's single-threaded CPU numbers from docs/golden.md are printed beside ours: they are
 the whole RoI-head ``simple_test`` minus its ~1 s at 100 candidates, i.e. mostly NMS.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from qgis_unravel.ops import batched_nms, batched_nms_rotated, nms_rotated, roi_align_rotated
 
-# mmcv 1.7.2 CPU, RoI-head simple_test seconds by candidate count (golden README), minus 0.99 s.
+# mmcv 1.7.2 CPU, RoI-head simple_test seconds by candidate count (docs/golden.md), minus 0.99 s.
 MMCV_NMS_SECONDS = {1000: 1.36 - 0.99, 3000: 3.50 - 0.99, 10000: 21.7 - 0.99, 30000: 184.0 - 0.99}
 NUM_CLASSES = 15
 CPU_TIME = False

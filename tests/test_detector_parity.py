@@ -12,9 +12,9 @@ from qgis_unravel.detector.checkpoint import load_detector
 from qgis_unravel.detector.preprocess import make_batch
 
 MODELS = {
-    # name: (checkpoint, io file, score threshold used by the golden run)
-    "unravelnet": ("reduced_model.pth", "reduced_model_io.npz", 0.201596),
-    "legnet": ("legnet/legnet_reduced_model.pth", "legnet/legnet_reduced_model_io.npz", 0.237445),
+    # name: (checkpoint, io file); the score threshold of each golden run is in its info json
+    "unravelnet": ("reduced_model.pth", "reduced_model_io.npz"),
+    "legnet": ("legnet/legnet_reduced_model.pth", "legnet/legnet_reduced_model_io.npz"),
 }
 
 
@@ -29,10 +29,10 @@ PROPOSAL_SCORE_ATOL = 2e-5
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
-def case(request, golden_dir):
-    ckpt, io_name, thr = MODELS[request.param]
+def case(request, golden_dir, golden_info):
+    ckpt, io_name = MODELS[request.param]
     det = load_detector(golden_dir / ckpt)
-    det.roi_head.test_cfg.score_thr = thr  # this module's own model: its config default
+    det.roi_head.test_cfg.score_thr = golden_info[request.param]["score_thr"]  # the golden run's
     io = np.load(golden_dir / io_name)
     stages = det.run_stages(torch.from_numpy(io["input"])[None])
     ((boxes, scores, labels),) = stages["detections"]

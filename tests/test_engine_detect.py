@@ -210,8 +210,8 @@ def test_real_reduced_checkpoint_end_to_end_matches_a_direct_predict(tmp_path, g
     detector.rpn_nms_pre = detector.rpn_max_proposals = 300  # fewer proposals: a faster test
     img = scene(128, 128, [(60.0, 50.0, 50.0, 16.0, 0.4, RED), (30.0, 100.0, 30.0, 10.0, -0.6, GREEN)])
     path = write_raster(tmp_path / "real.tif", img, transform=TRANSFORM)
-    result = detect_raster(path, detector, RunSpec(tile_size=128, overlap=32, score_threshold=0.3))
-    direct = detector.predict([img], thresholds=Thresholds(score=0.3))[0]
+    result = detect_raster(path, detector, RunSpec(tile_size=128, overlap=32, score_threshold=0.05))
+    direct = detector.predict([img], thresholds=Thresholds(score=0.05))[0]
     assert len(result) == len(direct["scores"]) > 0
     order = np.argsort(-direct["scores"], kind="stable")
     assert np.allclose(result.scores, direct["scores"][order], atol=1e-6)

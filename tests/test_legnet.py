@@ -1,6 +1,6 @@
 """LEGNet backbone: checkpoint layout, numerical parity with mmrotate, autocast safety.
 
-Golden data: ../shared/golden/legnet (see its README). The reduced model (stem 16, depths
+Golden data: tests/golden/legnet (see docs/golden.md). The reduced model (stem 16, depths
 1/2/2/1) runs a 256x256 forward in a fraction of a second; full-size models are only built,
 never run.
 """

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import golden_data
 import numpy as np
 import pytest
 import rasterio
@@ -69,8 +70,9 @@ def runner(qgis_iface, engine_client, qgis_new_project):
 
 
 def choices_for(golden_dir: Path, **changes) -> Choices:
+    score = golden_data.reduced_run(golden_dir)["score_thr"]  # the golden run's threshold
     base = Choices(model=str(golden_dir / "reduced_model.pth"), device="cpu", tile=256, overlap=0,
-                   batch=1, score=0.2, iou=0.1, extent_mode="layer", output_mode="temporary")
+                   batch=1, score=score, iou=0.1, extent_mode="layer", output_mode="temporary")
     for key, value in changes.items():
         setattr(base, key, value)
     return base
@@ -117,15 +119,16 @@ def test_task_adds_layer_with_crs_fields_and_count(runner, qgis_iface, golden_di
 def test_file_output_keeps_only_chosen_classes(runner, qgis_iface, golden_dir, small_raster, tmp_path):
     layer = raster_layer(small_raster)
     out = tmp_path / "found.gpkg"
+    chosen = golden_data.frequent_classes(golden_dir, 2)
     choices = choices_for(golden_dir, output_mode="file", output_path=str(out), output_layer="boxes",
-                          classes="roundabout,harbor")
+                          classes=",".join(chosen))
     task = runner.start(jobs.build_job(choices, layer, qgis_iface.mapCanvas()))
     wait_for(runner, task)
     assert task.error is None, str(task.error)
     reread = QgsVectorLayer(f"{out}|layername=boxes", "reread", "ogr")
     assert reread.isValid()
     names = {feature["class_name"] for feature in reread.getFeatures()}
-    assert names and names <= {"roundabout", "harbor"}
+    assert names and names <= set(chosen)
     assert [lyr.name() for lyr in result_layers()] == ["boxes"]
 
 
@@ -139,7 +142,8 @@ def test_cancel_mid_run_keeps_partial_layer(runner, qgis_iface, golden_dir, wide
     [added] = result_layers()
     assert added.name().endswith("(partial)")
     assert added.featureCount() == task.result["count"]
-    assert task.result["count"] < 6 * 55  # stopped well before the six tiles were done
+    per_tile = golden_data.reduced_run(golden_dir)["n_dets"]
+    assert task.result["count"] < 6 * per_tile  # stopped well before the six tiles were done
     warnings = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Warning)
     assert any("Cancelled" in m for m in warnings)
 

@@ -11,15 +11,19 @@ import torch
 from qgis_unravel.detector.roi_head import OrientedRoIHead, map_roi_levels, rois_from_proposals
 from qgis_unravel.detector.state_dict import strip_prefix
 
-GOLDEN_SCORE_THR = 0.201596
+
+@pytest.fixture(scope="module")
+def golden_thr(golden_info) -> float:
+    """The score threshold the golden run used (chosen by the generator, see docs/golden.md)."""
+    return golden_info["unravelnet"]["score_thr"]
 
 
 @pytest.fixture(scope="module")
-def head(reduced_golden):
+def head(reduced_golden, golden_thr):
     sd, _ = reduced_golden
     roi = OrientedRoIHead(64, 128, 15).eval()
     roi.load_state_dict(strip_prefix(sd, "roi_head."))
-    roi.test_cfg.score_thr = GOLDEN_SCORE_THR
+    roi.test_cfg.score_thr = golden_thr
     return roi
 
 
@@ -113,7 +117,7 @@ def test_postprocess_keeps_images_apart(reduced_golden, head, feats, rois):
     assert_dets_close(boxes, scores, io["det_bboxes"])
 
 
-def test_score_threshold_and_max_per_img_are_applied(reduced_golden, head, rois, raw):
+def test_score_threshold_and_max_per_img_are_applied(reduced_golden, golden_thr, head, rois, raw):
     _, io = reduced_golden
     head.test_cfg.max_per_img = 10
     try:
@@ -127,7 +131,7 @@ def test_score_threshold_and_max_per_img_are_applied(reduced_golden, head, rois,
         with torch.inference_mode():
             ((boxes, scores, labels),) = head.postprocess(rois, *raw, [(256, 256)])
     finally:
-        head.test_cfg.score_thr = GOLDEN_SCORE_THR
+        head.test_cfg.score_thr = golden_thr
     assert boxes.shape == (0, 5) and scores.shape == (0,) and labels.shape == (0,)
 
 

@@ -1,0 +1,1 @@
+"""Golden-data generators. They run only inside the reference environment (see ../README.md)."""
