@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from qgis_unravel import paths
 from qgis_unravel.plugin.worker_client import WorkerClient, WorkerError
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -93,6 +94,21 @@ def test_hello_reports_python_and_missing_torch(client):
     assert hello["type"] == "hello" and hello["protocol"] == 1
     assert hello["torch"] is None and "torch_error" in hello
     assert hello["pid"] == client.pid
+    assert hello["engine_path"] == str(paths.PACKAGE_DIR)
+    assert hello["engine_version"] == paths.version()
+
+
+def test_an_engine_of_another_version_is_refused_with_a_fix(fake_engine_dir, monkeypatch):
+    monkeypatch.setattr(paths, "version", lambda: "9.9.9")  # as if the plugin were upgraded
+    worker = make_client(fake_engine_dir)
+    try:
+        with pytest.raises(WorkerError) as caught:
+            worker.start()
+    finally:
+        worker.stop()
+    text = str(caught.value)
+    assert caught.value.kind == "user" and "9.9.9" in text and "Set up PyTorch" in text
+    assert not worker.alive()
 
 
 def test_result_and_progress_reach_the_caller(client):

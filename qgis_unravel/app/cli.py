@@ -130,6 +130,7 @@ def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Eve
         "counts": result.counts(),
         "partial": result.partial,
         "model": options.model_name,
+        "classes": list(result.classes),
         "features": None if written else result.features(),
         "crs": result.crs_wkt,
         "tiles": result.tiles_total,

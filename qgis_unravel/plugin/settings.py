@@ -31,6 +31,7 @@ class Choices:
     output_layer: str = "detections"
     open_output: bool = True
     labels: bool = False
+    gsd: float = 0.0  # processing resolution in m per pixel; 0: the raster's own
     worker_python: str = ""  # empty: auto-detect
     idle_s: int = 600
 
@@ -67,3 +68,25 @@ def _coerce(raw: object, default: object) -> object:
     except (TypeError, ValueError):
         return default
     return str(raw)
+
+
+CLASSES_PREFIX = PREFIX + "checkpoint_classes/"
+
+
+def _classes_key(model: str) -> str:
+    import hashlib
+
+    return CLASSES_PREFIX + hashlib.sha1(model.encode("utf-8")).hexdigest()[:16]
+
+
+def remember_classes(model: str, classes: list[str]) -> None:
+    """Keep the class list the worker reported for a checkpoint file (the next dialog lists it)."""
+    if model and classes:
+        QgsSettings().setValue(_classes_key(model), "\n".join(classes))
+
+
+def remembered_classes(model: str) -> list[str]:
+    if not model:
+        return []
+    raw = QgsSettings().value(_classes_key(model), "")
+    return [name for name in str(raw or "").split("\n") if name]

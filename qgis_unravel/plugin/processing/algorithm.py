@@ -127,7 +127,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         cleanup = [request.output]
         try:
             self._prepare_source(request, raster, parameters, context, feedback, cleanup)
-            result = self._run(request, feedback)
+            result = self._result = self._run(request, feedback)
             dest_id = self._write_sink(result, request, parameters, context, feedback)
         finally:
             for path in cleanup:
@@ -138,9 +138,10 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                         except OSError:
                             pass
         labels = self.parameterAsBool(parameters, self.LABELS, context)
-        self._written = (dest_id, known_classes(model), labels)
+        classes_of_model = results.model_classes(self._result, known_classes(model))
+        self._written = (dest_id, classes_of_model, labels)
         if context.willLoadLayerOnCompletion(dest_id):
-            processor = StyleByClass(known_classes(model), labels)
+            processor = StyleByClass(classes_of_model, labels)
             _POST_PROCESSORS.append(processor)
             context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
         return {self.OUTPUT: dest_id}
