@@ -47,6 +47,12 @@ def run_detect(argv, emit, cancel):
         emit({"type": "result", "output": None, "layer": None, "count": total, "counts": {},
               "partial": False, "model": "fake", "features": None})
         return 0
+    if mode == "last-batch":  # a cancel that arrives during the last batch is seen too late
+        emit({"type": "progress", "done": 0, "total": 1, "eta_s": 1.0, "stage": "tiles"})
+        time.sleep(1.0)
+        emit({"type": "result", "output": None, "layer": None, "count": 5, "counts": {},
+              "partial": False, "model": "fake", "features": None})
+        return 0
     if mode == "print":
         print("stray text from a library")
         os.write(1, b"stray bytes on fd 1\\n")
@@ -172,6 +178,12 @@ def test_cancel_returns_partial_result(client):
     result = client.run(["slow", "200"], on_event=on_event, cancelled=flag.is_set)
     assert result["partial"] is True
     assert 3 <= result["count"] < 200
+
+
+def test_cancel_during_the_last_batch_ends_cancelled_not_done(client):
+    flag = threading.Event()
+    result = client.run(["last-batch"], on_event=lambda message: flag.set(), cancelled=flag.is_set)
+    assert result["partial"] is True and result["count"] == 5
 
 
 def test_crash_is_reported_and_next_run_restarts(fake_engine_dir):
