@@ -22,6 +22,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -32,7 +33,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ... import paths
 from .. import extent as extents
-from .. import raster_source, results, runtime, settings, styling
+from .. import model_list, raster_source, results, runtime, settings, styling
 from ..jobs import known_classes, temp_dir
 from ..request import DetectRequest, parse_classes
 from ..worker_client import WorkerError
@@ -57,7 +58,7 @@ class StyleByClass(QgsProcessingLayerPostProcessorInterface):
 
 
 class DetectAlgorithm(QgsProcessingAlgorithm):
-    INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
+    INPUT, MODEL, MODEL_FILE, DEVICE = "INPUT", "MODEL", "MODEL_FILE", "DEVICE"
     TILE, OVERLAP, BATCH, SCORE, IOU = "TILE", "OVERLAP", "BATCH", "SCORE", "IOU"
     CLASSES, EXTENT, AOI, RESOLUTION, LABELS, OUTPUT = (
         "CLASSES", "EXTENT", "AOI", "RESOLUTION", "LABELS", "OUTPUT")
@@ -71,9 +72,11 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Detects objects (planes, ships, vehicles, storage tanks…) in a raster layer with an "
                 "UnravelNet or LEGNet Oriented R-CNN and writes one oriented box polygon per object, "
-                "with class, score, angle and size. MODEL is a model card name (see models/) or the "
-                "path of an mmrotate checkpoint. The network runs in a separate Python process "
-                "that must have PyTorch installed.")
+                "with class, score, angle and size. Model: one of the models whose weights are "
+                "available (the demo model is bundled); Checkpoint file: an mmrotate Oriented R-CNN "
+                "checkpoint, used instead of the model when given. The network runs in a separate "
+                "Python process with PyTorch (Raster > UnravelNet > Set up PyTorch…). An existing "
+                "output file is replaced, as in every Processing algorithm.")
 
     def icon(self) -> QIcon:
         return QIcon(str(paths.resources_dir() / "icons" / "unravel.svg"))
@@ -86,8 +89,14 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         number = QgsProcessingParameterNumber
         integer, double = number.Type.Integer, number.Type.Double
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster layer"))
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, "Model (card name or checkpoint path)", defaultValue=remembered.model or None))
+        runnable = [entry.id for entry in model_list.model_entries() if entry.runnable]
+        default = model_list.default_model(model_list.model_entries(), remembered.model)
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=runnable, allowMultiple=False,
+            defaultValue=default if default in runnable else (runnable[0] if runnable else None),
+            optional=True, usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL_FILE, "Checkpoint file (instead of the model)", extension="pth", optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES,
                                                      defaultValue=0))
         self.addParameter(number(self.TILE, "Tile size (pixels)", integer, 1024, False, 64, 8192))
@@ -112,9 +121,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if raster is None or not raster.isValid():
             raise QgsProcessingException("INPUT is not a raster layer QGIS can open")
-        model = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
-        if not model:
-            raise QgsProcessingException("MODEL is empty: give a model card name or a checkpoint path")
+        model = self._model(parameters, context)
         classes = parse_classes(self.parameterAsString(parameters, self.CLASSES, context) or "")
         request = DetectRequest(
             source="", output=os.path.join(temp_dir(), f"processing_{uuid.uuid4().hex[:8]}.gpkg"),
@@ -145,6 +152,18 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             _POST_PROCESSORS.append(processor)
             context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
         return {self.OUTPUT: dest_id}
+
+    def _model(self, parameters, context) -> str:
+        """The checkpoint file when given, else the chosen model; one clear message otherwise."""
+        path = (self.parameterAsFile(parameters, self.MODEL_FILE, context) or "").strip()
+        if path:
+            if not os.path.isfile(path):
+                raise QgsProcessingException(f"Checkpoint file not found: {path}")
+            return path
+        model = (self.parameterAsEnumString(parameters, self.MODEL, context) or "").strip()
+        if not model:
+            raise QgsProcessingException("Choose a Model, or a Checkpoint file (MODEL or MODEL_FILE)")
+        return model
 
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 (QGIS name)
         """Store the class style in a GeoPackage output, so it opens styled anywhere (qgis_process)."""
