@@ -16,9 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-LOADER = r'''
-import json, os, sys
-from qgis.core import QgsApplication, Qgis, QgsSettings
+HEAD = r'''
+import json, os, sys, time
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
 app = QgsApplication([], False)
 app.initQgis()
 from qgis.gui import QgsMapCanvas
@@ -78,6 +78,9 @@ window = iface.window
 qgis.utils.iface = iface
 sys.path.insert(0, plugins_dir)
 qgis.utils.plugin_paths = [plugins_dir]
+'''
+
+LOADER = HEAD + r'''
 qgis.utils.updateAvailablePlugins()
 out_available = "qgis_unravel" in qgis.utils.available_plugins
 QgsSettings().setValue("qgis_unravel/worker_python", "/usr/bin/python3")  # no torch there
@@ -118,41 +121,8 @@ app.exitQgis()
 '''
 
 
-RUN_DEMO = r'''
-import json, os, sys, time
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
-app = QgsApplication([], False)
-app.initQgis()
-from qgis.gui import QgsMapCanvas
-from qgis.PyQt.QtCore import QObject, pyqtSignal
-from qgis.PyQt.QtWidgets import QMainWindow
-import qgis.utils
-
-
-class Iface(QObject):
-    currentLayerChanged = pyqtSignal(object)
-
-    def __init__(self):
-        super().__init__()
-        from qgis.gui import QgsMessageBar
-        self.window = QMainWindow()
-        self.canvas = QgsMapCanvas(self.window)
-        self.bar = QgsMessageBar(self.window)
-
-    def mainWindow(self): return self.window
-    def mapCanvas(self): return self.canvas
-    def messageBar(self): return self.bar
-    def activeLayer(self): return None
-    def addToolBar(self, name): return self.window.addToolBar(name)
-    def addPluginToRasterMenu(self, menu, action): pass
-    def removePluginRasterMenu(self, menu, action): pass
-
-
-plugins_dir, raster, worker_python = sys.argv[1:4]
-iface = Iface()
-qgis.utils.iface = iface
-sys.path.insert(0, plugins_dir)
-qgis.utils.plugin_paths = [plugins_dir]
+RUN_DEMO = HEAD + r'''
+raster, worker_python = sys.argv[2:4]
 qgis.utils.updateAvailablePlugins()
 QgsSettings().setValue("qgis_unravel/worker_python", worker_python)
 out = {"loaded": qgis.utils.loadPlugin("qgis_unravel") and qgis.utils.startPlugin("qgis_unravel")}

@@ -100,7 +100,8 @@ def test_user_errors_become_processing_exceptions(provider, small_raster, golden
     import processing
 
     with pytest.raises(QgsProcessingException, match="not found"):
-        processing.run("unravel:detect", params(small_raster, golden_dir, MODEL_FILE=str(tmp_path / "no.pth")))
+        missing = str(tmp_path / "no.pth")
+        processing.run("unravel:detect", params(small_raster, golden_dir, MODEL_FILE=missing))
 
 
 def test_extent_outside_raster_is_a_user_error(provider, small_raster, golden_dir):
