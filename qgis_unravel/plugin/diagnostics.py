@@ -66,10 +66,10 @@ def worker_section(start_worker: bool = True) -> list[str]:
 
 
 def torch_env_line() -> str:
-    from . import torch_env
+    from . import env_location
 
-    marker = torch_env.read_marker()
-    where = f"`{torch_env.env_dir()}`"
+    marker = env_location.read_marker()
+    where = f"`{env_location.env_dir()}`"
     if not marker:
         return f"not set up ({where})"
     return (f"{where}, torch {marker.get('torch')} ({marker.get('build')}), made {marker.get('created')} "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
+from .env_location import ready_python
 
 ENV_PYTHON = "QGIS_UNRAVEL_PYTHON"
 
@@ -94,7 +95,9 @@ def plugin_pythonpath() -> str:
 _BOOTSTRAP = (
     "import json, runpy, sys; "
     "sys.path[:0] = json.loads(sys.argv.pop(1)); "
-    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+    "target = sys.argv.pop(1); "
+    "runpy.run_path(target, run_name='__main__') if target.endswith('.py') "
+    "else runpy.run_module(target, run_name='__main__', alter_sys=True)"
 )
 
 
@@ -105,7 +108,8 @@ def import_paths(extra: str = "") -> list[str]:
 
 def module_command(python: str, module: str, args: list[str] | None = None,
                    extra_paths: str = "") -> list[str]:
-    """``python -m module args`` isolated from the environment and the current folder."""
+    """``python -m module args`` (or ``python script.py args`` for a ``.py`` path) isolated from
+    the environment and the current folder."""
     return [python, "-I", "-X", "utf8", "-u", "-c", _BOOTSTRAP,
             json.dumps(import_paths(extra_paths)), module, *(args or [])]
 
@@ -170,8 +174,6 @@ def candidates(user_setting: str | None = None) -> list[str]:
         ordered.append(user_setting)
     if os.environ.get(ENV_PYTHON):
         ordered.append(os.environ[ENV_PYTHON])
-    from .torch_env import ready_python  # (torch_env imports this module)
-
     managed = ready_python()
     if managed:
         ordered.append(managed)

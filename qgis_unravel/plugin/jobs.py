@@ -9,9 +9,10 @@ from pathlib import Path
 
 from qgis.core import QgsRasterLayer, QgsRectangle, QgsVectorLayer
 
+from ..engine.spec import ModelDefaults, RunSpec
 from . import extent as extents
 from . import raster_source
-from .request import DetectRequest, parse_classes
+from .request import SpecError, build_spec, parse_classes
 from .settings import Choices
 from .task import Job
 
@@ -65,6 +66,19 @@ def unique_name(base: str, taken: set[str]) -> str:
     while f"{base} ({number})" in taken:
         number += 1
     return f"{base} ({number})"
+
+
+def recommended_spec(model: str) -> RunSpec:
+    """What a run of ``model`` uses when the user sets nothing: the worker's own resolution
+    (explicit > card > default) applied to an empty spec, for the dialog to show."""
+    defaults = ModelDefaults()
+    try:
+        from ..zoo import get_card
+
+        defaults = ModelDefaults.from_card(get_card(model))
+    except Exception:  # a local checkpoint or an unknown name: the global defaults
+        pass
+    return RunSpec(model=model).resolve(defaults)
 
 
 def area_of_interest(choices: Choices, layer: QgsRasterLayer, canvas,
@@ -124,11 +138,13 @@ def build_job(choices: Choices, layer: QgsRasterLayer, canvas, drawn: QgsRectang
         if not output.lower().endswith(".gpkg"):
             output += ".gpkg"
         layer_name = choices.output_layer or "detections"
-    request = DetectRequest(
-        source=source, output=output, layer=layer_name, model=choices.model, device=choices.device,
-        tile=choices.tile, overlap=choices.overlap, batch=choices.batch, score=choices.score,
-        iou=choices.iou, aoi=aoi, gsd=choices.gsd or None, classes=parse_classes(choices.classes),
-        overwrite=True)
+    try:
+        request = build_spec(
+            source=source, output=output, layer=layer_name, model=choices.model, device=choices.device,
+            tile=choices.tile, overlap=choices.overlap, batch=choices.batch, score=choices.score,
+            iou=choices.iou, aoi=aoi, gsd=choices.gsd, classes=parse_classes(choices.classes))
+    except SpecError as exc:
+        raise JobError(str(exc)) from exc
     title = f"{model_title(choices.model)} – {layer.name()}" if temporary else layer_name
     title = unique_name(title, existing_layers or set())
     cleanup = [aoi] if aoi and os.path.isfile(aoi) else []

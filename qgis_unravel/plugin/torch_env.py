@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .. import paths
+from .env_location import ENV_DIR, MARKER, data_dir, env_dir, env_python, read_marker, ready_python
 from .interpreter import hidden_window_flags, qgis_python_candidates
 
-APP_NAME = "qgis-unravel"
-ENV_DIR = "QGIS_UNRAVEL_ENV"  # where the environment lives (default: the user data folder)
+__all__ = ["ENV_DIR", "MARKER", "data_dir", "env_dir", "env_python", "read_marker", "ready_python",
+           "choose_torch", "set_up", "SetupError", "SetupCancelled", "TorchChoice"]
+
 ENV_TORCH = "QGIS_UNRAVEL_TORCH"  # the torch requirement, e.g. "torch==2.13.0"
 ENV_TORCH_INDEX = "QGIS_UNRAVEL_TORCH_INDEX"  # a wheel index URL, or "pypi" for the default
-MARKER = "qgis-unravel-env.json"
 LOG_NAME = "setup-log.txt"
 ENGINE_PACKAGES = ("numpy", "rasterio", "pyproj", "platformdirs")
 DEFAULT_TORCH = "torch>=2.0"
@@ -67,46 +68,6 @@ class SetupError(RuntimeError):
 
 class SetupCancelled(SetupError):
     """The user cancelled; nothing is used until a set-up completes."""
-
-
-# -- where ------------------------------------------------------------------------------------------
-def data_dir() -> Path:
-    """The user's data folder for the plugin (what platformdirs' ``user_data_dir`` gives)."""
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / APP_NAME
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / APP_NAME
-    base = os.environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
-    return Path(base) / APP_NAME
-
-
-def env_dir() -> Path:
-    override = os.environ.get(ENV_DIR, "").strip()
-    return Path(override).expanduser() if override else data_dir() / "worker-env"
-
-
-def env_python(folder: Path | None = None) -> Path:
-    folder = folder or env_dir()
-    if sys.platform == "win32":
-        return folder / "Scripts" / "python.exe"
-    return folder / "bin" / "python"
-
-
-def ready_python() -> str | None:
-    """The environment's Python when a set-up completed there, else None."""
-    folder = env_dir()
-    python = env_python(folder)
-    if (folder / MARKER).is_file() and python.is_file():
-        return str(python)
-    return None
-
-
-def read_marker() -> dict:
-    try:
-        return json.loads((env_dir() / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 # -- which torch ------------------------------------------------------------------------------------
