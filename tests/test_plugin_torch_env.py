@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsSettings
 
 from qgis_unravel import paths
-from qgis_unravel.plugin import interpreter, torch_env
+from qgis_unravel.plugin import interpreter, settings, torch_env
 from qgis_unravel.plugin.torch_env_task import TorchEnvDialog, TorchEnvTask
 from qgis_unravel.plugin.worker_client import WorkerClient
 
@@ -71,6 +71,7 @@ def private_env(monkeypatch, tmp_path):
     monkeypatch.setenv(torch_env.ENV_TORCH_INDEX, "pypi")
     interpreter.clear_cache()
     yield tmp_path / "data" / "worker-env"
+    QgsSettings().remove("qgis_unravel/worker_python")
     interpreter.clear_cache()
 
 
@@ -92,6 +93,7 @@ def test_cancel_removes_the_half_made_environment(qgis_app, private_env):
 def test_setup_task_makes_a_working_worker_environment_from_scratch(qgis_app, private_env):
     """The Debian 12 path: QGIS's Python without ensurepip (venv --without-pip, pip put in from
     outside), torch and rasterio from the package index, the worker started from it."""
+    QgsSettings().setValue("qgis_unravel/worker_python", "/usr/bin/python3")  # chosen, but no torch
     dialog = TorchEnvDialog(choice=torch_env.choose_torch(None))
     assert LOCAL_TORCH in dialog.intro.text() and str(private_env) in dialog.intro.text()
     task = TorchEnvTask(with_pip=False)
@@ -106,6 +108,7 @@ def test_setup_task_makes_a_working_worker_environment_from_scratch(qgis_app, pr
     marker = json.loads((private_env / torch_env.MARKER).read_text(encoding="utf-8"))
     assert marker["plugin_version"] == paths.version()
     assert "--without-pip" in dialog.log.toPlainText()
+    assert settings.load().worker_python == ""  # the broken choice gave way to the new environment
     # From now on it is the worker Python the plugin finds first, and it runs the plugin's engine.
     assert torch_env.ready_python() == str(python)
     assert interpreter.candidates()[0] == str(python)

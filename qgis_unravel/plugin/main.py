@@ -209,4 +209,7 @@ class UnravelPlugin:
             self.message("PyTorch is set up: UnravelNet is ready to detect objects.",
                          Qgis.MessageLevel.Success)
             if self.dialog is not None:
+                from . import settings
+
+                self.dialog.python_widget.setFilePath(settings.load().worker_python)
                 self.with_engine(lambda: None)

@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from . import interpreter, qgis_log, runtime, torch_env
+from . import interpreter, qgis_log, runtime, settings, torch_env
 
 SIZES = {"cpu": "about 200 MB to download, 1 GB on disk",
          "default": "up to 3 GB to download",
@@ -44,11 +44,15 @@ class TorchEnvTask(QgsTask):
         self.result: torch_env.SetupResult | None = None
         self.error: str = ""
         self.cancelled_by_user = False
+        self.chosen_python = settings.load().worker_python  # read on the main thread
+        self.chosen_python_broken = False
 
     def run(self) -> bool:  # worker thread
         try:
             self.result = torch_env.set_up(self.logLine.emit, self.setProgress, self.isCanceled,
                                            choice=self.choice, with_pip=self.with_pip)
+            if self.chosen_python:  # a Python the user chose that cannot run the engine gives way
+                self.chosen_python_broken = not interpreter.probe(self.chosen_python).ok
         except torch_env.SetupCancelled:
             self.cancelled_by_user = True
             self.error = "The set-up was cancelled; nothing was changed."
@@ -60,6 +64,12 @@ class TorchEnvTask(QgsTask):
 
     def finished(self, ok: bool) -> None:  # main thread
         if ok:
+            if self.chosen_python_broken:
+                choices = settings.load()
+                choices.worker_python = ""
+                settings.save(choices)
+                qgis_log.info(f"the worker Python {self.chosen_python} cannot run the engine: "
+                              "the new environment replaces it")
             interpreter.clear_cache()
             runtime.shutdown()  # the next run starts the worker from the new environment
             qgis_log.info(f"PyTorch set up in {self.result.python} ({self.result.seconds:.0f} s)")

@@ -129,7 +129,8 @@ class WorkerClient:
             self._proc = None
             self._hello_ready.set()
             raise WorkerError(f"could not start the worker Python {self.python}: {exc}", "user") from exc
-        self._log(f"worker started: pid {self._proc.pid}, {' '.join(self.command())}")
+        self._log(f"worker started: pid {self._proc.pid}, {self.python} (isolated: -I), "
+                  f"{self._script or WORKER_MODULE} from {paths.PACKAGE_DIR.parent}")
         threading.Thread(target=self._read_stdout, args=(self._proc,), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self._proc,), daemon=True).start()
 
