@@ -120,3 +120,22 @@ def test_setup_task_makes_a_working_worker_environment_from_scratch(qgis_app, pr
     finally:
         client.stop()
     assert hello["torch"].startswith("2.13.0") and hello["engine_path"] == str(paths.PACKAGE_DIR)
+
+
+def test_pip_comes_from_its_own_wheel_when_qgis_python_has_no_pip(tmp_path):
+    """Debian's QGIS without python3-pip: neither ensurepip nor QGIS's pip can put pip into the
+    environment, so pip's wheel is fetched from PyPI and installs itself."""
+    import subprocess
+
+    folder = tmp_path / "env"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip",
+                    str(folder)], check=True, timeout=120)
+    python = torch_env.env_python(folder)
+    lines: list[str] = []
+    # The environment's own Python stands for a base Python that has no pip at all.
+    torch_env.bootstrap_pip(torch_env.Runner(lines.append), str(python), python)
+    assert any("fetching pip's wheel from PyPI" in line for line in lines)
+    version = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, text=True,
+                             timeout=60)
+    assert version.returncode == 0 and str(folder) in version.stdout
+    assert not list(folder.glob("pip-*.whl"))  # the downloaded wheel is not left behind

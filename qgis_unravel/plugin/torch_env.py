@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -286,6 +287,7 @@ def download_pip_wheel(runner: Runner, folder: Path, index_json: str = PYPI_PIP_
             info = json.load(answer)
         url = next(item["url"] for item in info["urls"]
                    if item.get("packagetype") == "bdist_wheel" and item["url"].endswith("py3-none-any.whl"))
+        url = urllib.parse.urljoin(index_json, url)  # mirrors may answer with relative links
         target = folder / url.rsplit("/", 1)[1]
         runner.log(f"downloading {url}")
         with urllib.request.urlopen(url, timeout=120) as answer, open(target, "wb") as out:
