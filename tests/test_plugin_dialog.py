@@ -157,6 +157,9 @@ def test_processing_resolution_reaches_the_engine(dialog):
     dialog.gsd_spin.setValue(0.3)
     _choices, job = dialog.build_job()
     assert job.request.gsd == pytest.approx(0.3)
+    dialog.gsd_spin.setValue(PIXEL)  # the raster is already at that resolution: nothing to resample
+    _choices, job = dialog.build_job()
+    assert job.request.gsd is None
     dialog.gsd_spin.setValue(0.0)  # "Raster's own": no resampling
     _choices, job = dialog.build_job()
     assert job.request.gsd is None

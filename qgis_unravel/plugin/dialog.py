@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsUnitTypes, QgsVectorLayer
 from qgis.gui import QgsCheckableComboBox, QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -454,6 +454,7 @@ class DetectDialog(QDialog):
     def build_job(self):
         choices = self.choices()
         layer = self.layer_combo.currentLayer()
+        choices.gsd = effective_gsd(choices.gsd, layer)
         taken = self.runner.layer_names() if hasattr(self.runner, "layer_names") else set()
         return choices, jobs.build_job(choices, layer, self.iface.mapCanvas(), self.drawn,
                                        self.drawn_crs, self.polygon_combo.currentLayer(),
@@ -552,6 +553,18 @@ class DetectDialog(QDialog):
     def closeEvent(self, event):  # noqa: N802 (Qt name)
         settings.save(self.choices())
         super().closeEvent(event)
+
+
+def effective_gsd(gsd, layer):
+    """The processing resolution to send: None when the raster already has it (within 1 %), so a
+    raster at the model's resolution is processed on its own pixels, unresampled."""
+    if not gsd or layer is None or not hasattr(layer, "rasterUnitsPerPixelX"):
+        return gsd or None
+    crs = layer.crs()
+    if crs.isGeographic() or crs.mapUnits() != QgsUnitTypes.DistanceUnit.DistanceMeters:
+        return gsd
+    native = layer.rasterUnitsPerPixelX()
+    return None if native > 0 and abs(native - gsd) <= 0.01 * gsd else gsd
 
 
 def existing_gpkg_layer(path: str, layer_name: str) -> bool:
