@@ -139,7 +139,11 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
         canvas = qgis_iface.mapCanvas()
         canvas.setDestinationCrs(layer.crs())
         canvas.setExtent(layer.extent())
-        plugin.action_view.trigger()
+        plugin.action_view.trigger()  # the worker's Python is checked off the main thread first
+        deadline = time.monotonic() + 120
+        while not plugin.runner.tasks and time.monotonic() < deadline:
+            QgsApplication.processEvents()
+            time.sleep(0.02)
         [task] = plugin.runner.tasks
         wait_for(plugin.runner, task)
         assert task.error is None, str(task.error)
