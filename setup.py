@@ -43,6 +43,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-qgis>=2", "pytest-timeout>=2", "ruff>=0.5"],
+        # scale-out: many rasters on a Dask cluster, GeoParquet output, STAC inputs
+        # (pyarrow 21+ needs numpy 2, which would break GDAL inside QGIS)
+        "cluster": ["dask[distributed]>=2023.9", "geopandas>=0.14", "pyarrow>=14,<21", "pystac>=1.8"],
     },
     entry_points={"console_scripts": ["qgis-unravel=qgis_unravel.app.cli:main"]},
 )

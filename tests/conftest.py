@@ -45,3 +45,25 @@ def reduced_golden(golden_dir):
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def engine_client():
+    """The plugin's shared warm worker with the real engine (kept warm for the module)."""
+    from qgis.core import QgsSettings
+
+    from qgis_unravel.plugin import runtime
+
+    QgsSettings().remove("qgis_unravel/worker_python")
+    runtime.set_keep_warm(True)
+    return runtime.client()
+
+
+@pytest.fixture
+def clean_choices():
+    """No remembered plugin choices before and after the test."""
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("qgis_unravel")
+    yield
+    QgsSettings().remove("qgis_unravel")

@@ -10,16 +10,15 @@ found fewer ships.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import time
-import zipfile
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+from test_plugin_task import wait_for
+from test_processing_detect import install_plugin_zip
 
 from qgis_unravel.app.demo import DEMO_MODEL
 from qgis_unravel.engine.spec import RunSpec
@@ -62,30 +61,6 @@ def demo(tmp_path_factory) -> dict:
     return {"raster": out / "example_scene.tif", "objects": expected}
 
 
-@pytest.fixture(scope="module")
-def engine_client():
-    QgsSettings().remove("qgis_unravel/worker_python")
-    runtime.set_keep_warm(True)
-    return runtime.client()
-
-
-@pytest.fixture
-def clean_choices():
-    QgsSettings().remove("qgis_unravel")
-    yield
-    QgsSettings().remove("qgis_unravel")
-
-
-def wait_for(runner: Runner, task, timeout_s: float = 600.0) -> None:
-    ended = []
-    runner.taskEnded.connect(lambda t: ended.append(t))
-    deadline = time.monotonic() + timeout_s
-    while task not in ended and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.05)
-    assert task in ended, "the task did not finish in time"
-
-
 def assert_card_settings_ran(result: dict) -> None:
     ran = result["spec"]
     assert {key: ran[key] for key in CARD_SETTINGS} == CARD_SETTINGS
@@ -115,7 +90,7 @@ def test_dialog_with_the_model_chosen_finds_what_the_demo_finds(demo, engine_cli
         assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (512, 128)  # the card's
         _choices, job = dialog.build_job()
         task = runner.start(job)
-        wait_for(runner, task)
+        wait_for(runner, task, timeout_s=900)
     finally:
         dialog.deleteLater()
     assert task.error is None, str(task.error)
@@ -145,7 +120,7 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
             QgsApplication.processEvents()
             time.sleep(0.02)
         [task] = plugin.runner.tasks
-        wait_for(plugin.runner, task)
+        wait_for(plugin.runner, task, timeout_s=900)
         assert task.error is None, str(task.error)
         assert_card_settings_ran(task.result)
         [added] = [lyr for lyr in QgsProject.instance().mapLayers().values()
@@ -157,21 +132,10 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
 
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
 def test_qgis_process_without_tiling_finds_what_the_demo_finds(demo, tmp_path):
-    dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, str(REPO / "scripts" / "build_plugin.py"), "--out", str(dist)],
-                           capture_output=True, text=True, timeout=120)
-    assert built.returncode == 0, built.stderr
-    profile = tmp_path / "config"
-    plugins = profile / "profiles" / "default" / "python" / "plugins"
-    zipfile.ZipFile(built.stdout.strip().splitlines()[-1]).extractall(plugins)
-    weights = plugins / "qgis_unravel" / "models" / f"{DEMO_MODEL}.pth"
+    env, plugin = install_plugin_zip(tmp_path)
+    weights = plugin / "models" / f"{DEMO_MODEL}.pth"
     if not weights.is_file():  # the zip carries the cards; the demo weights may come separately
         shutil.copy(models_dir() / f"{DEMO_MODEL}.pth", weights)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
-               QGIS_UNRAVEL_PYTHON=str(VENV_PYTHON))
-    enabled = subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "qgis_unravel"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     out = tmp_path / "processing.gpkg"
     args = [f"--INPUT={demo['raster']}", f"--MODEL={DEMO_MODEL}", "--DEVICE=1", f"--OUTPUT={out}"]
     run = subprocess.run([str(QGIS_PROCESS), "run", "unravel:detect", *args], env=env,

@@ -22,7 +22,6 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
-    QgsSettings,
     QgsVectorLayer,
 )
 from rasterio.transform import from_origin
@@ -61,21 +60,6 @@ def small_raster(tmp_path_factory, golden_image) -> Path:
 @pytest.fixture(scope="module")
 def wide_raster(tmp_path_factory, golden_image) -> Path:
     return write_raster(tmp_path_factory.mktemp("rasters") / "wide.tif", np.tile(golden_image, (1, 6, 1)))
-
-
-@pytest.fixture(scope="module")
-def engine_client():
-    """The plugin's shared warm worker (kept for the Processing tests of the same session)."""
-    QgsSettings().remove("qgis_unravel/worker_python")
-    runtime.set_keep_warm(True)
-    return runtime.client()
-
-
-@pytest.fixture
-def clean_choices():
-    QgsSettings().remove("qgis_unravel")
-    yield
-    QgsSettings().remove("qgis_unravel")
 
 
 @pytest.fixture

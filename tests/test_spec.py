@@ -98,6 +98,11 @@ def test_validation_gives_one_clear_line(fields, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_resolved_spec_must_be_complete():
+    with pytest.raises(UserError, match="resolved run spec has empty settings.*tile_size"):
+        RunSpec.from_dict({"resolved": True, "model": "m.pth"}).validate()
+
+
 def test_unknown_json_fields_are_refused():
     with pytest.raises(UserError, match="unknown run spec field.*tile"):
         RunSpec.from_dict({"tile": 512})

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -41,8 +42,12 @@ class _Parser(argparse.ArgumentParser):
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``detect``; shared by the console script and ``run_detect``."""
-    parser.add_argument("input", help="raster to analyse (any format GDAL reads: GeoTIFF, COG, VRT, JP2)")
-    parser.add_argument("-o", "--output", help="vector file to write (.gpkg; any OGR format by extension)")
+    parser.add_argument("inputs", nargs="+", metavar="input",
+                        help="raster(s) to analyse (any format GDAL reads: GeoTIFF, COG, VRT mosaic, JP2), "
+                             "globs ('scenes/*.tif') or STAC Item/ItemCollection .json files")
+    parser.add_argument("-o", "--output",
+                        help="vector file to write (.gpkg, or .parquet for GeoParquet; "
+                             "any OGR format by extension)")
     parser.add_argument("--model", required=True,
                         help="model id (see 'qgis-unravel models list') or checkpoint path")
     parser.add_argument("--layer", help="layer name in the output (default: the output file's name)")
@@ -70,6 +75,16 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
                         help="keep detections cut by tile borders even when a neighbour tile sees them whole")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output layer")
     parser.add_argument("--append", action="store_true", help="add to an existing output layer")
+    parser.add_argument("--workers", type=int,
+                        help="run on a local Dask cluster of N processes (one per GPU when there are GPUs)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--windows-per-task", type=int,
+                        help="windows in one cluster task (default: 8 network batches)")
+    parser.add_argument("--partition", action="store_true",
+                        help="GeoParquet output as a folder with one file per source raster (large jobs)")
+    parser.add_argument("--asset",
+                        help="STAC asset to read from each item (default: visual, else the first GeoTIFF)")
     parser.add_argument("--json", action="store_true", help="print JSON lines (progress, warnings, result)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -81,13 +96,28 @@ def detect_parser() -> argparse.ArgumentParser:
 
 
 def run_detect(argv: Sequence[str], emit: Emit, cancel: Optional[threading.Event] = None) -> int:
-    """Run ``detect`` with CLI arguments; report through ``emit``; return the exit code."""
-    return _reporting_errors(emit, lambda: _run(spec_from_argv(argv), emit, cancel))
+    """Run ``detect`` with CLI arguments; report through ``emit``; return the exit code.
+
+    One raster in this process runs as it always has (``run_spec``); several rasters, a
+    cluster (``--workers``, ``--scheduler``) or a GeoParquet output make a job
+    (``scaleout.run_job``: manifest, resume, one output).
+    """
+    return _reporting_errors(emit, lambda: _run_argv(argv, emit, cancel))
 
 
 def run_spec(spec: RunSpec, emit: Emit, cancel: Optional[threading.Event] = None) -> int:
     """Run one detection described by ``spec``; report through ``emit``; return the exit code."""
     return _reporting_errors(emit, lambda: _run(spec, emit, cancel))
+
+
+def _run_argv(argv: Sequence[str], emit: Emit, cancel: Optional[threading.Event]) -> int:
+    args = detect_parser().parse_args(list(argv))
+    job = job_from_args(args)
+    if job.is_job:
+        return _run_job(job, emit, cancel)
+    if args.output is None and not args.json:
+        raise UserError("give an output file with -o OUT.gpkg")
+    return _run(job.run, emit, cancel)
 
 
 def spec_from_argv(argv: Sequence[str]) -> RunSpec:
@@ -98,11 +128,22 @@ def spec_from_argv(argv: Sequence[str]) -> RunSpec:
     return spec_from_args(args)
 
 
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
+def job_from_args(args: argparse.Namespace) -> Any:
+    """The command line as a job spec: the inputs expanded, the run's settings around them."""
+    from .inputs import expand_inputs
+    from .scaleout import JobSpec
+
+    inputs = expand_inputs(args.inputs, args.asset)
+    return JobSpec(inputs=tuple(inputs), run=spec_from_args(args, inputs[0] if len(inputs) == 1 else ""),
+                   partition=args.partition, workers=args.workers, scheduler=args.scheduler,
+                   windows_per_task=args.windows_per_task).validate()
+
+
+def spec_from_args(args: argparse.Namespace, raster: Optional[str] = None) -> RunSpec:
     """Only what the user typed: every option left out stays empty (the model's default)."""
     return RunSpec(
-        input=args.input, output=args.output, layer=args.layer, overwrite=args.overwrite,
-        append=args.append, model=args.model, device=args.device,
+        input=args.inputs[0] if raster is None else raster, output=args.output, layer=args.layer,
+        overwrite=args.overwrite, append=args.append, model=args.model, device=args.device,
         tile_size=args.tile, overlap=args.overlap, batch_size=args.batch,
         score_threshold=args.score, nms_iou=args.iou, merge_iou=args.merge_iou,
         max_detections=args.max_detections,
@@ -181,6 +222,41 @@ def _run(spec: RunSpec, emit: Emit, cancel: Optional[threading.Event]) -> int:
     return 0
 
 
+def _run_job(job: Any, emit: Emit, cancel: Optional[threading.Event]) -> int:
+    """Several rasters, a cluster or GeoParquet: one job with a manifest (app/scaleout.py)."""
+    from .scaleout import JobInterrupted, run_job
+
+    if job.on_cluster:
+        path, card = _resolve(job.run.model, emit)
+        defaults = ModelDefaults.from_card(card) if card is not None else None
+        detector, loader = None, _model_loader(path, card, job.run.device)
+    else:
+        detector, defaults = _detector(job.run.model, _device(job.run.device), emit)
+        loader = None
+    try:
+        run_job(job, emit, loader, cancel, detector=detector, defaults=defaults)
+    except JobInterrupted as exc:
+        emit(protocol.error(str(exc), "user"))
+        return 1
+    return 0
+
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """Loads the model in a Dask worker (picklable; the device is decided there)."""
+
+    path: str
+    card: Any
+    device: str
+
+    def __call__(self) -> Any:
+        return load_model(Path(self.path), self.card, _device(self.device))
+
+
+def _model_loader(path: Path, card: Any, device: str) -> Callable[[], Any]:
+    return ModelLoader(str(path), card, device)
+
+
 def _device(choice: str) -> str:
     import torch
 
@@ -218,26 +294,32 @@ def _detector(model: str, device: str, emit: Emit) -> Tuple[Any, ModelDefaults]:
     path, card = _resolve(model, emit)
     key = (str(path), device)
     if key not in _DETECTORS:
-        from ..detector.checkpoint import load_detector
-
         emit({"type": "log", "message": f"loading {path.name} on {device}"})
-        try:
-            detector = load_detector(path, device=device)
-        except (ValueError, KeyError, OSError, RuntimeError) as exc:
-            raise UserError(f"cannot load the model {path}: {_first_line(exc)}") from None
-        if card is not None:
-            from ..zoo import apply_card
-
-            try:
-                apply_card(detector, card)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
+        detector = load_model(path, card, device)
         if card is not None:
             defaults = ModelDefaults.from_card(card)
         else:
             defaults = ModelDefaults.from_info(getattr(detector, "info", None), name=path.stem)
         _DETECTORS[key] = (detector, defaults)
     return _DETECTORS[key]
+
+
+def load_model(path: Path, card: Any, device: str) -> Any:
+    """The detector of a checkpoint, with its model card's settings applied."""
+    from ..detector.checkpoint import load_detector
+
+    try:
+        detector = load_detector(path, device=device)
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        raise UserError(f"cannot load the model {path}: {_first_line(exc)}") from None
+    if card is not None:
+        from ..zoo import apply_card
+
+        try:
+            apply_card(detector, card)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return detector
 
 
 def _int_list(text: str, flag: str) -> List[int]:

@@ -42,7 +42,11 @@ class TerminalReporter:
         eta_text = "" if eta is None else f"  ETA {_duration(eta)}"
         stage = event.get("stage", "tiles")
         bar = "#" * filled + "." * (width - filled)
-        self.err.write(f"\r[{bar}] {done}/{event['total']} {stage}{eta_text}   ")
+        rate = event.get("tiles_per_s")
+        extra = "" if rate is None else f"  {rate:.1f} {stage}/s"
+        if event.get("workers") is not None:
+            extra += f"  {event['workers']} workers"
+        self.err.write(f"\r[{bar}] {done}/{event['total']} {stage}{extra}{eta_text}   ")
         self.err.flush()
         self._bar_shown = True
 

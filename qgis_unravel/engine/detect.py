@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,11 +27,46 @@ from .merge import Detections, TileDetections, merge
 from .raster import RasterInfo, describe, open_dataset
 from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid
 from .result import RasterDetections
-from .scaling import choose_scaling
+from .scaling import Scaling, choose_scaling
 from .spec import ModelDefaults, RunSpec
-from .windows import Tile, tile_grid
+from .windows import Tile, TileGrid, tile_grid
 
 ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class WindowSource:
+    """What a reader needs to turn windows of one raster into network-ready tiles.
+
+    Small and picklable: a distributed run sends it with every batch of windows.
+    """
+
+    info: RasterInfo
+    scaling: Scaling
+    pgrid: ProcessingGrid
+
+
+@dataclass
+class RasterPlan:
+    """Everything decided about one raster before its first tile is read."""
+
+    source: WindowSource
+    grid: TileGrid
+    tiles: List[Tile]  # the windows to run (the grid's, less those outside the AOI)
+    georef: Georeferencer
+    aoi: Optional[AreaOfInterest]
+    pixel_size: Optional[Tuple[float, float]]
+    notes: List[str]
+
+
+@dataclass
+class WindowsRun:
+    """What the network found in some windows of a raster."""
+
+    parts: List[TileDetections]
+    seen: List[int]  # indices of the windows the network saw
+    skipped: int  # windows without a valid pixel
+    partial: bool = False  # cancelled before the last window
 
 
 def detect_raster(
@@ -44,7 +80,18 @@ def detect_raster(
     stops after the current batch and returns what was found so far, marked ``partial``.
     """
     options = resolved_for(detector, options)
-    wanted = class_ids(detector, options.classes)  # a typo in a class name fails before any tile
+    classes = classes_of(detector)
+    class_ids(classes, options.classes)  # a typo in a class name fails before any tile
+    plan = plan_raster(source, options)
+    run = run_windows(plan.source, plan.tiles, detector, options, progress, cancel)
+    return finish_raster(plan, run, classes, options)
+
+
+def plan_raster(source: Any, options: RunSpec) -> RasterPlan:
+    """Open and check a raster, choose its scaling and lay its windows (no pixel is run).
+
+    ``options`` must be resolved (its tile size and overlap decide the windows).
+    """
     notes: List[str] = []
     limit_block_cache()
     with open_dataset(source) as ds:
@@ -61,23 +108,58 @@ def detect_raster(
     tiles = [t for t in grid.tiles if aoi is None or aoi.meets_polygon(tile_footprint(t, pgrid, info))]
     if aoi is not None and not tiles:
         raise UserError("the area of interest does not overlap the raster")
+    return RasterPlan(WindowSource(info, scaling, pgrid), grid, tiles, georef, aoi, pixel_size, notes)
 
-    parts, seen, skipped, partial = _run_tiles(info, scaling, pgrid, tiles, detector, options,
-                                               progress, cancel)
-    merged = merge(parts, grid, seen, options.merge_iou, options.seam_rule)
+
+def run_windows(
+    source: WindowSource, tiles: Sequence[Tile], detector: Any, options: RunSpec,
+    progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None,
+) -> WindowsRun:
+    """Read ``tiles`` of one raster and run the detector over them."""
+    parts, seen, skipped, partial = _run_tiles(source.info, source.scaling, source.pgrid, tiles,
+                                               detector, options, progress, cancel)
+    return WindowsRun(parts, seen, skipped, partial)
+
+
+def finish_raster(plan: RasterPlan, run: WindowsRun, classes: Sequence[str],
+                  options: RunSpec) -> RasterDetections:
+    """Merge the windows' detections across seams, keep the wanted classes and map them.
+
+    The windows are merged in index order whatever order they were run in, so a run split
+    across processes gives exactly the features of a run in one.
+    """
+    order = sorted(range(len(run.parts)), key=lambda i: run.parts[i].tile.index)
+    parts = [run.parts[i] for i in order]
+    seen = sorted(run.seen)
+    merged = merge(parts, plan.grid, seen, options.merge_iou, options.seam_rule)
+    wanted = class_ids(classes, options.classes)
     if wanted is not None:
         merged = merged.take(np.isin(merged.labels, wanted))
-    result = _to_map(merged, pgrid, info, georef, aoi, detector, options)
-    result.partial = partial
-    result.tiles_total = len(tiles)
-    result.tiles_done = len(seen) + skipped
-    result.tiles_skipped = skipped
-    if pixel_size is not None:
-        result.pixel_size_m = options.gsd or (pixel_size[0] + pixel_size[1]) / 2
-    if skipped and not seen and not partial:
+    info = plan.source.info
+    result = _to_map(merged, plan.source.pgrid, info, plan.georef, plan.aoi, classes, options)
+    result.windows = window_bounds(plan.grid, result.windows)
+    result.partial = run.partial
+    result.tiles_total = len(plan.tiles)
+    result.tiles_done = len(seen) + run.skipped
+    result.tiles_skipped = run.skipped
+    if plan.pixel_size is not None:
+        result.pixel_size_m = options.gsd or (plan.pixel_size[0] + plan.pixel_size[1]) / 2
+    notes = list(plan.notes)
+    if run.skipped and not seen and not run.partial:
         notes.append("no tile had a valid pixel (all nodata or masked): nothing was detected")
     result.warnings = notes
     return result
+
+
+def window_bounds(grid: TileGrid, indices: np.ndarray) -> np.ndarray:
+    """(N, 4) x0, y0, width, height of the windows with the given indices."""
+    rows = [(t.x0, t.y0, t.width, t.height) for t in (grid.tiles[int(i)] for i in indices)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def classes_of(detector: Any) -> List[str]:
+    """The detector's class names (index = class id)."""
+    return [str(c) for c in getattr(detector, "classes", [])]
 
 
 def resolved_for(detector: Any, spec: Optional[RunSpec]) -> RunSpec:
@@ -88,11 +170,10 @@ def resolved_for(detector: Any, spec: Optional[RunSpec]) -> RunSpec:
     return spec.resolve(ModelDefaults.from_info(getattr(detector, "info", None)))
 
 
-def class_ids(detector: Any, names: Sequence[str]) -> Optional[np.ndarray]:
+def class_ids(classes: Sequence[str], names: Sequence[str]) -> Optional[np.ndarray]:
     """Indices of the class names to keep (None keeps all); an unknown name is a UserError."""
     if not names:
         return None
-    classes = [str(c) for c in getattr(detector, "classes", [])]
     unknown = [n for n in names if n not in classes]
     if unknown:
         raise UserError(f"the model has no class {', '.join(map(repr, unknown))}; "
@@ -179,7 +260,7 @@ def _inside_tile(tile: Tile, out: dict) -> TileDetections:
 
 
 def _to_map(merged: Detections, pgrid: ProcessingGrid, info: RasterInfo, georef: Georeferencer,
-            aoi: Optional[AreaOfInterest], detector: Any, options: RunSpec) -> RasterDetections:
+            aoi: Optional[AreaOfInterest], classes: Sequence[str], options: RunSpec) -> RasterDetections:
     corners_px = pgrid.to_native(box_corners(merged.boxes))
     boxes_px = _native_boxes(merged.boxes, pgrid)
     polygons = georef.map_corners(corners_px)
@@ -187,12 +268,11 @@ def _to_map(merged: Detections, pgrid: ProcessingGrid, info: RasterInfo, georef:
         inside = aoi.contains_points(polygons.mean(axis=1))
         polygons, boxes_px, merged = polygons[inside], boxes_px[inside], merged.take(inside)
     measures = georef.measures(polygons)
-    classes = [str(c) for c in getattr(detector, "classes", [])]
     return RasterDetections(
         polygons=polygons, boxes_px=boxes_px, scores=merged.scores, class_ids=merged.labels,
         angle_deg=measures.angle_deg, length_m=measures.length_m, width_m=measures.width_m,
-        area_m2=measures.area_m2, classes=classes, crs_wkt=info.crs_wkt,
-        model=options.model_name, source=info.path,
+        area_m2=measures.area_m2, classes=list(classes), crs_wkt=info.crs_wkt,
+        model=options.model_name, source=info.path, windows=merged.tiles,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -38,6 +38,10 @@ class RasterDetections:
     tiles_done: int = 0
     tiles_skipped: int = 0
     pixel_size_m: Optional[float] = None  # ground size of a processing pixel, when known
+    # (N, 4) x0, y0, width, height of the window (processing pixels) each box was kept from
+    windows: Optional[np.ndarray] = None
+    # one source per feature when results of several rasters are joined (else ``source``)
+    sources: Optional[List[str]] = None
     warnings: List[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -67,7 +71,7 @@ class RasterDetections:
                 "width_m": _real(self.width_m[i]),
                 "area_m2": _real(self.area_m2[i]),
                 "model": self.model,
-                "source": self.source,
+                "source": self.source if self.sources is None else self.sources[i],
             }
 
     def features(self) -> List[Dict[str, Any]]:
@@ -82,3 +86,31 @@ class RasterDetections:
 def _real(value: float) -> Optional[float]:
     value = float(value)
     return None if np.isnan(value) else value
+
+
+def concatenate(results: Sequence[RasterDetections]) -> RasterDetections:
+    """The features of several rasters' results as one, in the given order.
+
+    They must share a CRS (one output layer has one) and a class list (one model).
+    """
+    if not results:
+        raise ValueError("nothing to concatenate")
+    first = results[0]
+
+    def cat(name: str, shape: tuple) -> np.ndarray:
+        parts = [np.asarray(getattr(r, name)).reshape((-1,) + shape) for r in results]
+        return np.concatenate(parts)
+
+    windows = [r.windows if r.windows is not None else np.full((len(r), 4), -1) for r in results]
+    return RasterDetections(
+        polygons=cat("polygons", (4, 2)), boxes_px=cat("boxes_px", (5,)), scores=cat("scores", ()),
+        class_ids=cat("class_ids", ()), angle_deg=cat("angle_deg", ()), length_m=cat("length_m", ()),
+        width_m=cat("width_m", ()), area_m2=cat("area_m2", ()), classes=list(first.classes),
+        crs_wkt=first.crs_wkt, model=first.model, source=first.source,
+        partial=any(r.partial for r in results),
+        tiles_total=sum(r.tiles_total for r in results), tiles_done=sum(r.tiles_done for r in results),
+        tiles_skipped=sum(r.tiles_skipped for r in results), pixel_size_m=first.pixel_size_m,
+        warnings=[w for r in results for w in r.warnings],
+        windows=np.concatenate([np.asarray(w, np.int64).reshape(-1, 4) for w in windows]),
+        sources=[r.source if r.sources is None else r.sources[i] for r in results for i in range(len(r))],
+    )

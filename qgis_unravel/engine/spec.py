@@ -33,6 +33,9 @@ DEFAULT_STD: Tuple[float, float, float] = (58.395, 57.12, 57.375)
 DEFAULT_CHANNEL_ORDER = "RGB"
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+# The knobs ``resolve`` always fills.
+_RESOLVED_FIELDS = ("tile_size", "overlap", "batch_size", "score_threshold", "nms_iou", "merge_iou",
+                    "max_detections", "mean", "std", "channel_order")
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,11 @@ class RunSpec:
     def problems(self) -> list[str]:
         """Every bad value, as one user-facing sentence each (empty: the spec is valid)."""
         out: list[str] = []
+        if self.resolved:
+            empty = [name for name in _RESOLVED_FIELDS if getattr(self, name) is None]
+            if empty:
+                out.append(f"a resolved run spec has empty settings ({', '.join(empty)}); "
+                           "send it unresolved and let the engine resolve it")
         if self.overwrite and self.append:
             out.append("overwrite and append exclude each other; choose one")
         if not _DEVICE_RE.match(str(self.device)):

@@ -81,6 +81,13 @@ def recommended_spec(model: str) -> RunSpec:
     return RunSpec(model=model).resolve(defaults)
 
 
+def _classes_of(choices: Choices) -> list[str]:
+    """The chosen classes the model has (remembered names of another model's classes dropped)."""
+    wanted = parse_classes(choices.classes)
+    known = known_classes(choices.model)
+    return [name for name in wanted if name in known] if known else wanted
+
+
 def area_of_interest(choices: Choices, layer: QgsRasterLayer, canvas,
                      drawn: QgsRectangle | None, drawn_crs,
                      polygons: QgsVectorLayer | None) -> tuple[str | None, QgsRectangle]:
@@ -142,7 +149,7 @@ def build_job(choices: Choices, layer: QgsRasterLayer, canvas, drawn: QgsRectang
         request = build_spec(
             source=source, output=output, layer=layer_name, model=choices.model, device=choices.device,
             tile=choices.tile, overlap=choices.overlap, batch=choices.batch, score=choices.score,
-            iou=choices.iou, aoi=aoi, gsd=choices.gsd, classes=parse_classes(choices.classes))
+            iou=choices.iou, aoi=aoi, gsd=choices.gsd, classes=_classes_of(choices))
     except SpecError as exc:
         raise JobError(str(exc)) from exc
     title = f"{model_title(choices.model)} – {layer.name()}" if temporary else layer_name
