@@ -1,8 +1,10 @@
 """Build the QGIS plugin zip for "Plugins > Install from ZIP".
 
 The zip holds one top-level folder, ``qgis_unravel/``, which is the Python package plus
-``metadata.txt``, ``resources/`` and the model cards from ``models/`` (never weights: users
-download those, and QGIS's plugin repository refuses large zips).
+``metadata.txt``, ``resources/`` and the model cards from ``models/``, with the weights of the
+cards marked ``"availability": "bundled"`` (the demo model, so a zip install runs offline at
+once). No other weights: users download those, and the QGIS plugin repository refuses zips over
+25 MB, a limit this script enforces.
 
 Usage: python scripts/build_plugin.py [--out DIR]   (prints the zip's path)
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = "qgis_unravel"
-MAX_BYTES = 25 * 1024 * 1024
+MAX_BYTES = 25_000_000  # plugins.qgis.org's upload limit (QGIS-Django PLUGIN_MAX_UPLOAD_SIZE)
 SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 SKIPPED_SUFFIXES = {".pyc", ".pyo", ".pth", ".pt", ".ckpt", ".part", ".tmp"}
 
@@ -38,6 +40,21 @@ def _files(root: Path) -> Iterator[Path]:
                 yield path
 
 
+def bundled_weights() -> list[Path]:
+    """The weight files the model cards declare as shipped with the plugin."""
+    import json
+
+    found = []
+    for card in sorted((REPO / "models").glob("*.json")):
+        weights = json.loads(card.read_text(encoding="utf-8")).get("weights", {})
+        if weights.get("availability") == "bundled" and weights.get("path"):
+            path = REPO / "models" / weights["path"]
+            if not path.is_file():
+                raise SystemExit(f"{card.name} bundles {weights['path']}, which is missing")
+            found.append(path)
+    return found
+
+
 def plugin_entries() -> Iterator[tuple[Path, str]]:
     """(source file, name inside the zip) for everything the plugin needs."""
     yield REPO / "metadata.txt", f"{PLUGIN_DIR}/metadata.txt"
@@ -49,6 +66,8 @@ def plugin_entries() -> Iterator[tuple[Path, str]]:
     for folder in ("resources", "models"):
         for path in _files(REPO / folder):
             yield path, f"{PLUGIN_DIR}/{folder}/{path.relative_to(REPO / folder).as_posix()}"
+    for path in bundled_weights():
+        yield path, f"{PLUGIN_DIR}/models/{path.name}"
 
 
 def build(out_dir: Path) -> Path:
@@ -61,7 +80,8 @@ def build(out_dir: Path) -> Path:
     size = partial.stat().st_size
     if size > MAX_BYTES:
         partial.unlink()
-        raise SystemExit(f"plugin zip would be {size / 1e6:.1f} MB, over the 25 MB limit")
+        raise SystemExit(f"plugin zip would be {size / 1e6:.1f} MB, over the repository's "
+                         f"{MAX_BYTES / 1e6:.0f} MB limit")
     partial.replace(target)
     return target
 

@@ -2,7 +2,8 @@
 run the plugin's dialog with the demo model, wait for the detection layer, grab the screen, quit.
 
 Environment: SHOT_OUT (PNG to write), SHOT_RASTER (GeoTIFF to open), SHOT_PYTHON (the worker's
-Python).
+Python), SHOT_MODE ("detect", or "setup": press Raster > UnravelNet > Set up PyTorch… > Install
+and grab the window when the environment is made).
 """
 
 import os
@@ -25,8 +26,9 @@ SETTINGS = {
     "labels": False,
     "output_mode": "temporary",
     "extent_mode": "layer",
-    "worker_python": os.environ["SHOT_PYTHON"],
+    "worker_python": os.environ.get("SHOT_PYTHON", ""),
 }
+MODE = os.environ.get("SHOT_MODE", "detect")
 for key, value in SETTINGS.items():
     QgsSettings().setValue("qgis_unravel/" + key, value)
 
@@ -62,6 +64,14 @@ def start() -> None:
     left, top = extent.xMinimum(), extent.yMaximum()
     canvas.setExtent(QgsRectangle(left, top - height, left + width, top))
     plugin = qgis.utils.plugins["qgis_unravel"]
+    if MODE == "setup":
+        plugin.show_setup()
+        setup = plugin.setup_dialog
+        setup.move(1600 - setup.width() - 40, 120)
+        setup.start().ended.connect(lambda task: (print("TASK ended", task.result, task.error, flush=True),
+                                                  QTimer.singleShot(2000, shoot)))
+        keep["dialog"] = setup
+        return
     plugin.show_dialog()
     dialog = plugin.dialog
     dialog.move(1600 - dialog.width() - 8, 60)
@@ -71,4 +81,4 @@ def start() -> None:
 
 
 QTimer.singleShot(4000, start)
-QTimer.singleShot(280000, shoot)  # never hang
+QTimer.singleShot(900000, shoot)  # never hang (a loaded 2-core machine is slow)

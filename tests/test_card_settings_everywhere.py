@@ -13,10 +13,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 from test_plugin_task import wait_for
 from test_processing_detect import install_plugin_zip
 
@@ -114,7 +115,11 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
         canvas = qgis_iface.mapCanvas()
         canvas.setDestinationCrs(layer.crs())
         canvas.setExtent(layer.extent())
-        plugin.action_view.trigger()
+        plugin.action_view.trigger()  # the worker's Python is checked off the main thread first
+        deadline = time.monotonic() + 120
+        while not plugin.runner.tasks and time.monotonic() < deadline:
+            QgsApplication.processEvents()
+            time.sleep(0.02)
         [task] = plugin.runner.tasks
         wait_for(plugin.runner, task, timeout_s=900)
         assert task.error is None, str(task.error)

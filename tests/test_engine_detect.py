@@ -170,6 +170,23 @@ def test_cancel_returns_what_was_found_so_far_marked_partial(tmp_path):
     assert result.tiles_done < 4 and 1 <= len(result) < 4
 
 
+def test_cancel_during_the_last_batch_still_ends_cancelled(tmp_path):
+    """Pressing Cancel while the last batch runs must not end as a complete run ("Done")."""
+    rects = [(40.0 + 128 * i, 60.0, 30.0, 10.0, 0.0, RED) for i in range(4)]
+    path = write_raster(tmp_path / "c.tif", scene(128, 512, rects))
+    cancel = threading.Event()
+
+    class CancelledDuringBatch(BrightObjectDetector):
+        def predict(self, images, *args, **kwargs):
+            cancel.set()  # the user presses Cancel while the network runs the (only) batch
+            return super().predict(images, *args, **kwargs)
+
+    result = detect_raster(path, CancelledDuringBatch(),
+                           RunSpec(tile_size=128, overlap=0, batch_size=4), cancel=cancel)
+    assert result.partial  # ends cancelled...
+    assert len(result) == 4  # ...keeping what the batch found
+
+
 def test_thresholds_go_to_the_detector_with_each_call_and_never_stick(tmp_path):
     path = write_raster(tmp_path / "t.tif", scene(64, 64, [(30.0, 30.0, 20.0, 8.0, 0.0, RED)]))
     det = BrightObjectDetector()

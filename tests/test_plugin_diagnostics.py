@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from qgis.core import Qgis, QgsSettings
+from qgis.PyQt.QtCore import qInstallMessageHandler
 
 from qgis_unravel.plugin import diagnostics, interpreter, runtime
 from qgis_unravel.plugin.worker_client import WorkerClient
@@ -27,6 +28,7 @@ def test_report_names_versions_worker_and_cache(no_torch_python):
     assert "QGIS Python: 3." in report
     assert f"Worker Python: `{SYSTEM_PYTHON}`" in report
     assert f'"{SYSTEM_PYTHON}" -m pip install torch' in report
+    assert "PyTorch environment (Set up PyTorch): " in report
     assert "Model cache: `" in report and "unknown" not in report.split("Model cache:")[1].splitlines()[0]
     assert "Plugin: 0." in report
 
@@ -61,15 +63,24 @@ def test_dialog_adds_the_workers_torch_view_when_it_answers(qgis_app):
         pytest.skip("needs the project venv (torch)")
     QgsSettings().setValue("qgis_unravel/worker_python", str(venv))
     interpreter.clear_cache()
+    qt_messages: list[str] = []
+    previous = qInstallMessageHandler(lambda _kind, _context, text: qt_messages.append(text))
     dialog = diagnostics.DiagnosticsDialog(start_worker=True)
     try:
+        dialog.show()
         deadline = time.monotonic() + 120
         while "CUDA available" not in dialog.text.toPlainText() and time.monotonic() < deadline:
             QgsApplication.processEvents()
             time.sleep(0.05)
         text = dialog.text.toPlainText()
         assert "- torch 2." in text and "CUDA available: " in text
+        # The window shows the report and its buttons (it used to open empty: its widgets were
+        # made in the helper thread, "Cannot create children for a parent in a different thread").
+        assert dialog.layout() is not None and dialog.layout().indexOf(dialog.text) >= 0
+        assert dialog.text.isVisible() and dialog.copy_button.isVisible()
+        assert not [m for m in qt_messages if "different thread" in m], qt_messages
     finally:
+        qInstallMessageHandler(previous)
         dialog.deleteLater()
         QgsSettings().remove("qgis_unravel/worker_python")
         interpreter.clear_cache()

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsSettings,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtWidgets import QWidget
 from rasterio.transform import from_origin
 
 from qgis_unravel.engine.spec import RunSpec
@@ -108,8 +109,10 @@ def test_choosing_a_model_shows_its_card_settings_and_sends_none_of_them(dialog)
     assert dialog.tile_spin.value() == 512 and dialog.choices().tile is None
 
 
-def test_choices_are_remembered(qgis_iface, dialog):
-    fill(dialog, "/models/remember_me.pth")
+def test_choices_are_remembered(qgis_iface, dialog, tmp_path):
+    checkpoint = tmp_path / "remember_me.pth"
+    checkpoint.write_bytes(b"not read by the dialog")
+    fill(dialog, str(checkpoint))
     dialog.extent_combo.setCurrentIndex(dialog.extent_combo.findData("canvas"))
     dialog.labels_check.setChecked(True)
     dialog.close()  # saves
@@ -117,7 +120,7 @@ def test_choices_are_remembered(qgis_iface, dialog):
     try:
         remembered = again.choices()
         assert remembered == dialog.choices()
-        assert remembered.model == "/models/remember_me.pth" and remembered.tile == 512
+        assert remembered.model == str(checkpoint) and remembered.tile == 512
         assert remembered.extent_mode == "canvas" and remembered.labels
         assert settings.load().score == pytest.approx(0.45)
     finally:
@@ -125,13 +128,105 @@ def test_choices_are_remembered(qgis_iface, dialog):
 
 
 def test_model_cards_fill_the_model_list_and_classes(dialog):
-    cards = [dialog.model_combo.itemData(i) for i in range(dialog.model_combo.count())]
-    assert "unravelnet-t-orcnn-dota10" in cards
+    combo = dialog.model_combo
+    cards = [combo.itemData(i) for i in range(combo.count())]
+    assert cards[0] == "demo-unravelnet-synthetic"  # preselected: it runs offline at once
+    assert dialog.choices().model == "demo-unravelnet-synthetic"
+    assert dialog.gsd_spin.value() == pytest.approx(0.15)  # the card's resolution is the default
+    unpublished = cards.index("unravelnet-t-orcnn-dota10")
+    assert "weights not published" in combo.itemText(unpublished)
+    assert not combo.model().item(unpublished).isEnabled()  # listed, but cannot be chosen
     dialog.set_model("unravelnet-t-orcnn-dota10")
+    assert dialog.choices().model == "demo-unravelnet-synthetic"
     classes = [dialog.classes_combo.itemText(i) for i in range(dialog.classes_combo.count())]
     assert "plane" in classes and "ship" in classes
     dialog.classes_combo.setCheckedItems(["ship", "plane"])
     assert set(dialog.choices().classes.split(",")) == {"ship", "plane"}
+
+
+def test_a_remembered_model_that_cannot_run_is_not_preselected(qgis_iface, clean_settings, raster):
+    settings.save(settings.Choices(model="unravelnet-s-orcnn-dota10"))
+    again = DetectDialog(qgis_iface, Runner(qgis_iface, client_factory=lambda: None))
+    try:
+        assert again.choices().model == "demo-unravelnet-synthetic"
+    finally:
+        again.deleteLater()
+
+
+def test_processing_resolution_reaches_the_engine(dialog):
+    dialog.gsd_spin.setValue(0.3)
+    _choices, job = dialog.build_job()
+    assert job.request.gsd == pytest.approx(0.3)
+    dialog.gsd_spin.setValue(PIXEL)  # the raster is already at that resolution: nothing to resample
+    _choices, job = dialog.build_job()
+    assert job.request.gsd is None
+    dialog.gsd_spin.setValue(0.0)  # "Raster's own": no resampling
+    _choices, job = dialog.build_job()
+    assert job.request.gsd is None
+
+
+def test_every_widget_has_a_tooltip(dialog):
+    widgets = {name: widget for name, widget in vars(dialog).items() if isinstance(widget, QWidget)}
+    assert len(widgets) >= 25
+    assert [name for name, widget in widgets.items() if not widget.toolTip().strip()] == []
+
+
+def test_each_run_gets_its_own_layer_name(dialog, raster):
+    QgsProject.instance().addMapLayer(QgsVectorLayer("Point", "demo-unravelnet-synthetic – scene", "memory"))
+    _choices, job = dialog.build_job()
+    assert job.title == "demo-unravelnet-synthetic – scene (2)"
+
+
+def existing_result(path: Path, name: str) -> QgsVectorLayer:
+    from qgis.core import QgsVectorFileWriter
+
+    source = QgsVectorLayer("Polygon?crs=EPSG:32633&field=score:double", name, "memory")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", name
+    QgsVectorFileWriter.writeAsVectorFormatV2(source, str(path), source.transformContext(), options)
+    layer = QgsVectorLayer(f"{path}|layername={name}", "my ships", "ogr")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+@pytest.mark.parametrize("answer", ["No", "Yes"])
+def test_an_existing_output_is_only_replaced_when_the_user_says_so(dialog, monkeypatch, tmp_path, answer):
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    out = tmp_path / "ships.gpkg"
+    shown = existing_result(out, "ships")
+    shown_id = shown.id()
+    asked = []
+
+    def question(_parent, _title, text, *_args):
+        asked.append(text)
+        return getattr(QMessageBox.StandardButton, answer)
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    started = []
+    monkeypatch.setattr(dialog.runner, "start", lambda job: started.append(job) or FakeTask())
+    dialog.file_radio.setChecked(True)
+    dialog.file_widget.setFilePath(str(out))
+    dialog.layer_name_edit.setText("ships")
+    dialog.run()
+    assert len(asked) == 1 and "already holds a layer \"ships\"" in asked[0] and "my ships" in asked[0]
+    if answer == "No":
+        assert started == [] and "Not run" in dialog.status.text()
+        assert shown_id in QgsProject.instance().mapLayers()  # untouched
+    else:
+        assert len(started) == 1
+        assert shown_id not in QgsProject.instance().mapLayers()  # it would change under the user
+
+
+class FakeTask:
+    """What the dialog connects to when a run starts (the run itself is not the point here)."""
+
+    class _Signal:
+        def connect(self, _slot):
+            pass
+
+    progressed = progressChanged = ended = _Signal()
 
 
 def test_canvas_extent_becomes_bbox_in_raster_crs(qgis_iface, raster, clean_settings):

@@ -16,9 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-LOADER = r'''
-import json, os, sys
-from qgis.core import QgsApplication, Qgis, QgsSettings
+HEAD = r'''
+import json, os, sys, time
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
 app = QgsApplication([], False)
 app.initQgis()
 from qgis.gui import QgsMapCanvas
@@ -78,6 +78,9 @@ window = iface.window
 qgis.utils.iface = iface
 sys.path.insert(0, plugins_dir)
 qgis.utils.plugin_paths = [plugins_dir]
+'''
+
+LOADER = HEAD + r'''
 qgis.utils.updateAvailablePlugins()
 out_available = "qgis_unravel" in qgis.utils.available_plugins
 QgsSettings().setValue("qgis_unravel/worker_python", "/usr/bin/python3")  # no torch there
@@ -95,6 +98,12 @@ out["menu_calls"] = list(iface.menu_added)
 registry = QgsApplication.processingRegistry()
 out["provider_loaded"] = registry.providerById("unravel") is not None
 plugin.action_detect.trigger()
+import time
+deadline = time.monotonic() + 120
+while plugin.engine_check.busy() and time.monotonic() < deadline:  # probed off the main thread
+    QgsApplication.processEvents()
+    time.sleep(0.02)
+QgsApplication.processEvents()
 out["warnings"] = [t for level, t in iface.bar.messages if level == int(Qgis.MessageLevel.Warning)]
 if plugin.dialog is not None:
     plugin.dialog.close()
@@ -107,6 +116,46 @@ out["actions_alive_after"] = sum(1 for a in actions if not sip.isdeleted(a))
 out["menu_removed"] = len(iface.menu_removed)
 out["modules_left"] = sorted(m for m in sys.modules if m.startswith("qgis_unravel.plugin"))
 out["torch_imported"] = "torch" in sys.modules
+print("RESULT " + json.dumps(out))
+app.exitQgis()
+'''
+
+
+RUN_DEMO = HEAD + r'''
+raster, worker_python = sys.argv[2:4]
+qgis.utils.updateAvailablePlugins()
+QgsSettings().setValue("qgis_unravel/worker_python", worker_python)
+out = {"loaded": qgis.utils.loadPlugin("qgis_unravel") and qgis.utils.startPlugin("qgis_unravel")}
+plugin = qgis.utils.plugins["qgis_unravel"]
+layer = QgsRasterLayer(raster, "scene", "gdal")
+QgsProject.instance().addMapLayer(layer)
+plugin.action_detect.trigger()  # as a user: the dialog, with its preselected model
+dialog = plugin.dialog
+deadline = time.monotonic() + 300
+while plugin.engine_check.busy() and time.monotonic() < deadline:
+    QgsApplication.processEvents(); time.sleep(0.02)
+out["model"] = dialog.choices().model
+dialog.layer_combo.setLayer(layer)
+dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
+ended = []
+plugin.runner.taskEnded.connect(ended.append)
+dialog.run()
+while not ended and time.monotonic() < deadline:
+    QgsApplication.processEvents(); time.sleep(0.05)
+task = ended[0] if ended else None
+out["error"] = str(task.error) if task is not None and task.error else None
+out["hello"] = plugin.runner._client_factory().hello()
+found = [l for l in QgsProject.instance().mapLayers().values() if isinstance(l, QgsVectorLayer)]
+out["layers"] = [l.name() for l in found]
+if found:
+    renderer = found[0].renderer()
+    out["renderer"] = renderer.type()
+    out["legend"] = [c.label() for c in renderer.categories()]
+    out["count"] = found[0].featureCount()
+    out["classes_found"] = sorted({f["class_name"] for f in found[0].getFeatures()})
+out["status"] = dialog.status.text()
+out["module_file"] = sys.modules["qgis_unravel"].__file__
+qgis.utils.unloadPlugin("qgis_unravel")
 print("RESULT " + json.dumps(out))
 app.exitQgis()
 '''
@@ -145,7 +194,7 @@ def test_plugin_from_zip_loads_and_unloads_cleanly(plugin_zip, tmp_path):
     assert "Detect objects…" in out["toolbar_actions"] and out["icon_ok"]
     assert "&UnravelNet" in out["menu_calls"]
     assert out["provider_loaded"]
-    assert any('"/usr/bin/python3" -m pip install torch' in w for w in out["warnings"]), out["warnings"]
+    assert any("Set up PyTorch" in w for w in out["warnings"]), out["warnings"]
     assert all("Traceback" not in w for w in out["warnings"])
     assert out["unloaded"]
     assert not out["provider_after"]
@@ -154,3 +203,40 @@ def test_plugin_from_zip_loads_and_unloads_cleanly(plugin_zip, tmp_path):
     assert out["menu_removed"] == len(out["menu_calls"])
     assert out["modules_left"] == []
     assert not out["torch_imported"]
+
+
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+
+
+@pytest.mark.skipif(not VENV_PYTHON.is_file(), reason="needs a Python with torch for the worker")
+def test_zip_in_a_fresh_profile_runs_the_demo_model_offline_to_a_styled_layer(plugin_zip, tmp_path):
+    """The path of a new user: the zip in a fresh profile, QGIS started in their home folder (here
+    one that even holds a broken ``qgis_unravel`` copy), the preselected demo model, Run."""
+    from qgis_unravel.synthetic import write_scene
+
+    plugins = tmp_path / "profile" / "profiles" / "default" / "python" / "plugins"
+    zipfile.ZipFile(plugin_zip).extractall(plugins)
+    home = tmp_path / "home"
+    shadow = home / "qgis_unravel"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('QGIS imported the copy in its folder')\n")
+    raster = tmp_path / "scene.tif"
+    write_scene(raster, tmp_path / "labels.gpkg", seed=5001, size=512)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"),
+               HOME=str(home), QGIS_UNRAVEL_CACHE=str(tmp_path / "cache"))
+    env.pop("QGIS_UNRAVEL_PYTHON", None)
+    # The worker Python stands for the one "Set up PyTorch" makes (tested in test_plugin_torch_env).
+    proc = subprocess.run([sys.executable, "-c", RUN_DEMO, str(plugins), str(raster), str(VENV_PYTHON)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=str(home))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["loaded"] and out["module_file"].startswith(str(plugins))
+    assert out["model"] == "demo-unravelnet-synthetic"  # preselected, and it runs offline
+    assert out["error"] is None, out["error"]
+    assert out["hello"]["engine_path"] == str(plugins / "qgis_unravel")  # the zip's engine
+    assert out["layers"] == ["demo-unravelnet-synthetic – scene"]
+    assert out["renderer"] == "categorizedSymbol"
+    assert out["legend"] == ["plane", "ship", "small-vehicle", "large-vehicle", "storage-tank"]
+    assert out["count"] > 0 and set(out["classes_found"]) <= set(out["legend"])
+    assert out["status"].startswith("Done.")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsSettings
+import rasterio
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication, QEvent
-from qgis.PyQt.QtWidgets import QAction, QToolBar
+from qgis.PyQt.QtWidgets import QAction, QPushButton, QToolBar
+from rasterio.transform import from_origin
 
 import qgis_unravel
 from qgis_unravel.plugin import interpreter, runtime
@@ -51,6 +56,7 @@ def test_init_gui_adds_raster_menu_entries(plugin, qgis_iface):
     added = [call.args for call in qgis_iface.addPluginToRasterMenu.call_args_list]
     assert ("&UnravelNet", plugin.action_detect) in added
     assert ("&UnravelNet", plugin.action_diagnostics) in added
+    assert ("&UnravelNet", plugin.action_setup) in added
 
 
 def test_init_gui_registers_processing_provider(plugin):
@@ -76,23 +82,61 @@ def test_unload_leaves_nothing_behind(plugin, qgis_iface):
     assert runtime.current_client() is None
 
 
-def test_missing_torch_explains_install_command(plugin, qgis_iface, no_torch_python):
-    bar = qgis_iface.messageBar()
-    bar.clear_messages()
+def wait_for_probe(plugin, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while plugin.engine_check.busy() and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    QgsApplication.processEvents()
+    assert not plugin.engine_check.busy()
+
+
+def setup_buttons(qgis_iface) -> list:
+    return [b for b in qgis_iface.messageBar().findChildren(QPushButton) if b.text() == "Set up PyTorch…"]
+
+
+def test_missing_torch_offers_the_setup_button_without_freezing(plugin, qgis_iface, no_torch_python):
     plugin.action_detect.trigger()
-    warnings = bar.get_messages(Qgis.MessageLevel.Warning)
-    assert warnings, "the missing engine must be explained in the message bar"
-    text = warnings[-1]
-    assert "torch" in text
-    assert f'"{SYSTEM_PYTHON}" -m pip install torch' in text
-    assert "Traceback" not in text
-    assert plugin.dialog is not None  # the dialog still opens, to pick another Python
+    # The dialog is up at once; the worker's Python is probed in a helper thread (it used to
+    # freeze QGIS for seconds on the main thread).
+    assert plugin.dialog is not None and plugin.dialog.isVisible()
+    assert plugin.engine_check.busy()
+    assert "Checking" in plugin.dialog.status.text()
+    wait_for_probe(plugin)
+    level, text = plugin.notifier.last
+    assert level == int(Qgis.MessageLevel.Warning)
+    assert "Set up PyTorch" in text and "Traceback" not in text
+    assert "pip" not in text and "--" not in text  # written for a QGIS user, not a shell
+    assert "Set up PyTorch" in plugin.dialog.status.text()
+    [button] = setup_buttons(qgis_iface)
+    button.click()
+    assert plugin.setup_dialog is not None and plugin.setup_dialog.isVisible()
+    assert "private environment" in plugin.setup_dialog.intro.text()
+    plugin.setup_dialog.close()
     plugin.dialog.close()
 
 
-def test_detect_in_view_with_missing_torch_only_warns(plugin, qgis_iface, no_torch_python):
-    bar = qgis_iface.messageBar()
-    bar.clear_messages()
+def test_detect_in_view_with_missing_torch_only_warns(plugin, qgis_iface, no_torch_python, tmp_path,
+                                                      qgis_new_project):
+    path = tmp_path / "r.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 5000000, 1, 1)) as ds:
+        ds.write(np.zeros((3, 8, 8), np.uint8))
+    layer = QgsRasterLayer(str(path), "r", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    qgis_iface.setActiveLayer(layer)
     plugin.action_view.trigger()
-    assert any("pip install torch" in m for m in bar.get_messages(Qgis.MessageLevel.Warning))
+    assert plugin.engine_check.busy()  # not probed on the main thread
+    wait_for_probe(plugin)
+    assert "Set up PyTorch" in plugin.notifier.last[1]
     assert plugin.runner.tasks == []
+
+
+def test_messages_replace_each_other_instead_of_piling_up(plugin, qgis_iface):
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    for number in range(5):
+        plugin.message(f"warning {number}", Qgis.MessageLevel.Warning, 0)
+    plugin.message("12 objects found", Qgis.MessageLevel.Success)
+    assert len(bar.items()) == 1  # the success is what the user sees, not "5 more"
+    assert bar.currentItem().text() == "12 objects found"

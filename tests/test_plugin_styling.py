@@ -55,3 +55,22 @@ def test_partial_results_are_named_so():
 def test_result_layers_are_recognised_by_their_fields():
     assert results.is_result_layer(detections([]))
     assert not results.is_result_layer(QgsVectorLayer("Point?field=name:string", "other", "memory"))
+
+
+def test_a_checkpoint_files_legend_uses_the_class_names_the_worker_reported(tmp_path):
+    """A checkpoint chosen by path has no card: the worker's result names its classes, so the
+    legend reads "ship", never a placeholder like "class 0"."""
+    from qgis.core import QgsVectorFileWriter
+
+    source = detections([(1, "ship", 0.9)])
+    path = tmp_path / "found.gpkg"
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", "detections"
+    QgsVectorFileWriter.writeAsVectorFormatV2(source, str(path), source.transformContext(), options)
+    result = {"output": str(path), "layer": "detections", "partial": False,
+              "classes": ["plane", "ship", "storage-tank"]}
+    layer = results.build_layer(result, True, "ships.pth – scene", [], known_classes=[])
+    labels = [category.label() for category in layer.renderer().categories()]
+    assert labels == ["plane", "ship", "storage-tank"]
+    assert not [label for label in labels if label.startswith("class ")]
+    assert results.model_classes({"classes": None}, ["a"]) == ["a"]  # an older worker: the card

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import hashlib
+import json
 import subprocess
 import sys
 import zipfile
@@ -26,10 +28,16 @@ def test_zip_has_one_top_level_plugin_folder(plugin_zip: Path) -> None:
         assert f"qgis_unravel/{required}" in names
 
 
-def test_zip_carries_no_caches_or_weights(plugin_zip: Path) -> None:
-    names = zipfile.ZipFile(plugin_zip).namelist()
-    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pth", ".pt"))]
-    assert plugin_zip.stat().st_size < 25 * 1024 * 1024
+def test_zip_carries_the_demo_weights_and_no_caches_or_other_weights(plugin_zip: Path) -> None:
+    archive = zipfile.ZipFile(plugin_zip)
+    names = archive.namelist()
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pt"))]
+    weights = [n for n in names if n.endswith(".pth")]
+    assert weights == ["qgis_unravel/models/demo-unravelnet-synthetic.pth"]  # offline first run
+    card = json.loads(archive.read("qgis_unravel/models/demo-unravelnet-synthetic.json"))
+    digest = hashlib.sha256(archive.read(weights[0])).hexdigest()
+    assert card["weights"]["availability"] == "bundled" and digest == card["weights"]["sha256"]
+    assert plugin_zip.stat().st_size < 25_000_000  # plugins.qgis.org refuses larger uploads
 
 
 def test_zip_metadata_is_complete_and_versioned(plugin_zip: Path) -> None:

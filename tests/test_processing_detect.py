@@ -58,7 +58,7 @@ def provider(qgis_processing):
 
 
 def params(raster: Path, golden_dir: Path, **extra) -> dict:
-    base = {"INPUT": str(raster), "MODEL": str(golden_dir / "reduced_model.pth"), "DEVICE": 1,
+    base = {"INPUT": str(raster), "MODEL_FILE": str(golden_dir / "reduced_model.pth"), "DEVICE": 1,
             "TILE": 256, "OVERLAP": 0, "BATCH": 1,
             "SCORE": golden_data.reduced_run(golden_dir)["score_thr"], "IOU": 0.1,
             "OUTPUT": "TEMPORARY_OUTPUT"}
@@ -69,8 +69,18 @@ def params(raster: Path, golden_dir: Path, **extra) -> dict:
 def test_parameters_mirror_the_dialog(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById("unravel:detect")
     names = {p.name() for p in algorithm.parameterDefinitions()}
-    assert {"INPUT", "MODEL", "DEVICE", "TILE", "OVERLAP", "BATCH", "SCORE", "IOU", "CLASSES",
-            "EXTENT", "AOI", "LABELS", "OUTPUT"} <= names
+    assert {"INPUT", "MODEL", "MODEL_FILE", "DEVICE", "TILE", "OVERLAP", "BATCH", "SCORE", "IOU",
+            "CLASSES", "EXTENT", "AOI", "LABELS", "OUTPUT"} <= names
+
+
+def test_model_is_a_choice_of_models_that_can_run_plus_a_file(provider):
+    algorithm = QgsApplication.processingRegistry().algorithmById("unravel:detect")
+    model = algorithm.parameterDefinition("MODEL")
+    assert model.type() == "enum" and model.usesStaticStrings()
+    assert "demo-unravelnet-synthetic" in model.options()
+    assert "unravelnet-t-orcnn-dota10" not in model.options()  # weights never published
+    assert model.defaultValue() in model.options()
+    assert algorithm.parameterDefinition("MODEL_FILE").type() == "file"
 
 
 def test_run_and_load_styles_output_by_class(provider, qgis_new_project, small_raster, golden_dir):
@@ -92,10 +102,9 @@ def test_run_and_load_styles_output_by_class(provider, qgis_new_project, small_r
 def test_user_errors_become_processing_exceptions(provider, small_raster, golden_dir, tmp_path):
     import processing
 
-    with pytest.raises(QgsProcessingException, match="MODEL"):
-        processing.run("unravel:detect", params(small_raster, golden_dir, MODEL=""))
     with pytest.raises(QgsProcessingException, match="not found"):
-        processing.run("unravel:detect", params(small_raster, golden_dir, MODEL=str(tmp_path / "no.pth")))
+        missing = str(tmp_path / "no.pth")
+        processing.run("unravel:detect", params(small_raster, golden_dir, MODEL_FILE=missing))
 
 
 def test_extent_outside_raster_is_a_user_error(provider, small_raster, golden_dir):

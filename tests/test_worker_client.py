@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from qgis_unravel import paths
 from qgis_unravel.engine.spec import RunSpec
 from qgis_unravel.plugin.worker_client import WorkerClient, WorkerError
 
@@ -47,6 +48,12 @@ def run_detect(spec, emit, cancel):
             emit({"type": "progress", "done": done, "total": total, "eta_s": 1.0, "stage": "tiles"})
             time.sleep(0.05)
         emit({"type": "result", "output": None, "layer": None, "count": total, "counts": {},
+              "partial": False, "model": "fake", "features": None})
+        return 0
+    if mode == "last-batch":  # a cancel that arrives during the last batch is seen too late
+        emit({"type": "progress", "done": 0, "total": 1, "eta_s": 1.0, "stage": "tiles"})
+        time.sleep(1.0)
+        emit({"type": "result", "output": None, "layer": None, "count": 5, "counts": {},
               "partial": False, "model": "fake", "features": None})
         return 0
     if mode == "print":
@@ -104,6 +111,21 @@ def test_hello_reports_python_and_missing_torch(client):
     assert hello["type"] == "hello" and hello["protocol"] == 2
     assert hello["torch"] is None and "torch_error" in hello
     assert hello["pid"] == client.pid
+    assert hello["engine_path"] == str(paths.PACKAGE_DIR)
+    assert hello["engine_version"] == paths.version()
+
+
+def test_an_engine_of_another_version_is_refused_with_a_fix(fake_engine_dir, monkeypatch):
+    monkeypatch.setattr(paths, "version", lambda: "9.9.9")  # as if the plugin were upgraded
+    worker = make_client(fake_engine_dir)
+    try:
+        with pytest.raises(WorkerError) as caught:
+            worker.start()
+    finally:
+        worker.stop()
+    text = str(caught.value)
+    assert caught.value.kind == "user" and "9.9.9" in text and "Set up PyTorch" in text
+    assert not worker.alive()
 
 
 def test_result_and_progress_reach_the_caller(client):
@@ -167,6 +189,12 @@ def test_cancel_returns_partial_result(client):
     result = client.run(job("slow", tile_size=200), on_event=on_event, cancelled=flag.is_set)
     assert result["partial"] is True
     assert 3 <= result["count"] < 200
+
+
+def test_cancel_during_the_last_batch_ends_cancelled_not_done(client):
+    flag = threading.Event()
+    result = client.run(job("last-batch"), on_event=lambda message: flag.set(), cancelled=flag.is_set)
+    assert result["partial"] is True and result["count"] == 5
 
 
 def test_crash_is_reported_and_next_run_restarts(fake_engine_dir):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from qgis_unravel import paths
 from qgis_unravel.plugin import interpreter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,11 +34,13 @@ def test_missing_files_are_not_candidates(tmp_path):
     assert str(tmp_path / "nope") not in interpreter.candidates(str(tmp_path / "nope"))
 
 
-def test_python_without_torch_gets_exact_install_command():
+def test_python_without_torch_points_at_the_setup_button_not_a_shell():
     result = interpreter.probe(SYSTEM_PYTHON)
     assert not result.ok and "torch" in result.missing
-    assert result.install_command().startswith(f'"{SYSTEM_PYTHON}" -m pip install torch')
-    assert "cannot import" in result.explain() and "Traceback" not in result.explain()
+    assert result.install_command().startswith(f'"{SYSTEM_PYTHON}" -m pip install torch')  # README
+    text = result.explain()
+    assert "Set up PyTorch" in text and "Traceback" not in text
+    assert "pip" not in text and " -m " not in text  # no command line for a QGIS user
 
 
 @pytest.mark.skipif(not Path(VENV_PYTHON).is_file(), reason="needs the project venv")
@@ -65,8 +69,22 @@ def test_not_a_python_is_reported(tmp_path):
     assert not result.ok and "not a working Python" in result.explain()
 
 
-def test_worker_env_puts_the_plugin_first(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
-    env = interpreter.worker_env({"PYTHONPATH": "/extra"})
-    parts = env["PYTHONPATH"].split(":")
-    assert parts == [interpreter.plugin_pythonpath(), "/extra", "/elsewhere"]
+def test_worker_imports_the_plugins_engine_not_one_in_the_current_folder(tmp_path, monkeypatch):
+    """QGIS started in a folder holding another ``qgis_unravel`` (or with PYTHONPATH pointing at
+    one) must still run the plugin's own engine: the worker is isolated from both."""
+    shadow = tmp_path / "qgis_unravel"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadow copy was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    script = "import qgis_unravel.paths as p; print('ENGINE', p.PACKAGE_DIR, p.version())"
+    proc = subprocess.run(interpreter.script_command(SYSTEM_PYTHON, script), capture_output=True,
+                          text=True, env=interpreter.worker_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    engine = proc.stdout.split("ENGINE ", 1)[1].split()
+    assert engine == [str(REPO / "qgis_unravel"), paths.version()]
+
+
+def test_plugin_and_engine_share_one_version():
+    meta = (REPO / "metadata.txt").read_text(encoding="utf-8")
+    assert f"version={paths.version()}\n" in meta

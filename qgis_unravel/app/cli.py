@@ -235,6 +235,7 @@ def _run(spec: RunSpec, emit: Emit, cancel: Optional[threading.Event]) -> int:
         "counts": result.counts(),
         "partial": result.partial,
         "model": spec.model_name,
+        "classes": list(result.classes),
         "features": None if written else result.features(),
         "crs": result.crs_wkt,
         "tiles": result.tiles_total,

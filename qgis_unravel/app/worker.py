@@ -28,6 +28,7 @@ import threading
 import traceback
 from typing import IO, Any, Callable
 
+from .. import paths
 from ..engine.errors import UserError
 from ..engine.spec import RunSpec
 from ..worker import protocol
@@ -44,8 +45,13 @@ class CancelFlag(threading.Event):
 
 
 def describe_runtime() -> dict[str, Any]:
-    """The ``hello`` event: Python, torch and the GPUs with their free memory."""
+    """The ``hello`` event: the engine's copy and version, Python, torch and the GPUs.
+
+    ``engine_path`` and ``engine_version`` let the plugin check that the worker imported the
+    plugin's own engine, not another copy found first on the interpreter's path.
+    """
     hello: dict[str, Any] = {"type": "hello", "protocol": protocol.PROTOCOL_VERSION,
+                             "engine_path": str(paths.PACKAGE_DIR), "engine_version": paths.version(),
                              "python": sys.version.split()[0], "executable": sys.executable,
                              "pid": os.getpid(), "torch": None, "cuda": False, "devices": []}
     try:

@@ -254,7 +254,8 @@ def _run_tiles(
         if batch:
             flush()
     report()
-    return parts, seen, skipped, False
+    # A cancel during the last batch still ends as cancelled (the batch's objects are kept).
+    return parts, seen, skipped, bool(cancel is not None and cancel.is_set())
 
 
 def _inside_tile(tile: Tile, out: dict) -> TileDetections:

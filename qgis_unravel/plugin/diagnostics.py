@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import re
 import sys
 import threading
 
@@ -25,13 +24,7 @@ from .worker_client import WorkerError
 
 
 def plugin_version() -> str:
-    for folder in (paths.PACKAGE_DIR, paths.PACKAGE_DIR.parent):
-        meta = folder / "metadata.txt"
-        if meta.is_file():
-            match = re.search(r"^version=(\S+)", meta.read_text(encoding="utf-8"), re.M)
-            if match:
-                return match.group(1)
-    return "unknown"
+    return paths.version()
 
 
 def model_cache_line() -> str:
@@ -51,6 +44,8 @@ def worker_section(start_worker: bool = True) -> list[str]:
         lines.append("- Worker packages: " + ", ".join(f"{k} {v}" for k, v in sorted(probe.versions.items())))
     if not probe.ok:
         lines.append(f"- Worker problem: {probe.explain()}")
+        if probe.install_command():
+            lines.append(f"- Manual fix (README): `{probe.install_command()}`")
         return lines
     hello = None
     client = runtime.current_client()
@@ -68,6 +63,17 @@ def worker_section(start_worker: bool = True) -> list[str]:
         if hello.get("cuda_error"):
             lines.append(f"- CUDA error: {hello['cuda_error']}")
     return lines
+
+
+def torch_env_line() -> str:
+    from . import env_location
+
+    marker = env_location.read_marker()
+    where = f"`{env_location.env_dir()}`"
+    if not marker:
+        return f"not set up ({where})"
+    return (f"{where}, torch {marker.get('torch')} ({marker.get('build')}), made {marker.get('created')} "
+            f"by plugin {marker.get('plugin_version')}")
 
 
 def last_error_section() -> list[str]:
@@ -91,6 +97,7 @@ def build_report(start_worker: bool = True) -> str:
     ]
     lines += worker_section(start_worker)
     lines.append(f"- Model cache: `{model_cache_line()}`")
+    lines.append(f"- PyTorch environment (Set up PyTorch): {torch_env_line()}")
     lines += last_error_section()
     return "\n".join(lines) + "\n"
 
@@ -98,8 +105,9 @@ def build_report(start_worker: bool = True) -> str:
 class DiagnosticsDialog(QDialog):
     """Shows the report with Copy and Save buttons.
 
-    The report without the worker's GPU view appears at once; the worker (which imports torch,
-    seconds) is asked in a helper thread and the text is replaced when it answers.
+    Every widget is made here, on the main thread. The report without the worker's GPU view
+    appears at once; the worker (which imports torch, seconds) is asked in a helper thread, which
+    only emits the finished text: Qt widgets are never touched from that thread.
     """
 
     reportReady = pyqtSignal(str)  # noqa: N815 (Qt naming)
@@ -110,27 +118,32 @@ class DiagnosticsDialog(QDialog):
         self.resize(640, 420)
         self.text = QPlainTextEdit(build_report(start_worker=False))
         self.text.setReadOnly(True)
-        self.reportReady.connect(self.text.setPlainText)
-        if start_worker and runtime.worker_python().ok:
-            threading.Thread(target=self._full_report, daemon=True).start()
-
-    def _full_report(self) -> None:  # helper thread
-        report = build_report(start_worker=True)
-        try:
-            self.reportReady.emit(report)
-        except RuntimeError:  # the dialog was closed and deleted meanwhile
-            pass
+        self.text.setToolTip("Paste this report into a bug report")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        copy = QPushButton("Copy")
-        save = QPushButton("Save…")
-        buttons.addButton(copy, QDialogButtonBox.ButtonRole.ActionRole)
-        buttons.addButton(save, QDialogButtonBox.ButtonRole.ActionRole)
-        copy.clicked.connect(lambda: QApplication.clipboard().setText(self.text.toPlainText()))
-        save.clicked.connect(self.save)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the report to the clipboard")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save the report as a Markdown file")
+        buttons.addButton(self.copy_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.save_button, QDialogButtonBox.ButtonRole.ActionRole)
+        self.copy_button.clicked.connect(lambda: QApplication.clipboard().setText(self.text.toPlainText()))
+        self.save_button.clicked.connect(self.save)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addWidget(self.text)
         layout.addWidget(buttons)
+        self.reportReady.connect(self.text.setPlainText)
+        self.worker_asked = False
+        if start_worker:
+            self.worker_asked = True
+            threading.Thread(target=self._full_report, daemon=True).start()
+
+    def _full_report(self) -> None:  # helper thread: no widget access here
+        report = build_report(start_worker=runtime.worker_python().ok)
+        try:
+            self.reportReady.emit(report)
+        except RuntimeError:  # the dialog was closed and deleted meanwhile
+            pass
 
     def save(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save diagnostics", "unravel-diagnostics.md",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
+from .env_location import ready_python
 
 ENV_PYTHON = "QGIS_UNRAVEL_PYTHON"
 
@@ -35,7 +36,9 @@ for name in MODULES:
     except Exception as exc:
         out["missing"][name] = type(exc).__name__ + ": " + str(exc)
 try:
+    import qgis_unravel.paths
     import qgis_unravel.worker.protocol
+    out["engine_path"] = str(qgis_unravel.paths.PACKAGE_DIR)
 except Exception as exc:
     out["missing"]["qgis_unravel"] = type(exc).__name__ + ": " + str(exc)
 if "torch" in out["versions"]:
@@ -59,40 +62,77 @@ class ProbeResult:
     error: str = ""
 
     def install_command(self) -> str:
-        """The exact command that installs what is missing, for this interpreter."""
+        """The manual command that installs what is missing (for the README's fallback)."""
         return install_command(self.python, self.missing)
 
     def explain(self) -> str:
-        """One paragraph for the message bar: what is missing and how to fix it."""
+        """One paragraph for the message bar, written for a QGIS user: what is wrong, what to do."""
         if self.ok:
             return f"{self.python} can run the UnravelNet worker."
         if self.error:
-            return f"The Python interpreter {self.python} could not be used: {self.error}"
-        names = ", ".join(sorted(self.missing))
-        text = f"The worker Python {self.python} cannot import {names}."
-        command = self.install_command()
-        if command:
-            text += f" Install it with:  {command}"
+            return (f"The Python interpreter {self.python} could not be used: {self.error}. "
+                    f"{SETUP_HINT}")
         if "qgis_unravel" in self.missing and len(self.missing) == 1:
-            text += " The plugin's own code failed to import there: " + self.missing["qgis_unravel"]
-        return text
+            return (f"The plugin's own code failed to load in {self.python}: "
+                    f"{self.missing['qgis_unravel']}. {SETUP_HINT}")
+        names = ", ".join(sorted(self.missing))
+        return f"PyTorch is not set up yet for UnravelNet ({names} missing in {self.python}). {SETUP_HINT}"
+
+
+SETUP_HINT = ("Press \"Set up PyTorch…\" (Raster > UnravelNet) to install it in a private "
+              "environment; nothing in QGIS's own Python changes.")
 
 
 def plugin_pythonpath() -> str:
-    """The folder that holds the ``qgis_unravel`` package, for the worker's PYTHONPATH."""
+    """The folder that holds the plugin's own ``qgis_unravel`` package."""
     return str(paths.PACKAGE_DIR.parent)
 
 
+# Run a module of the plugin in an isolated interpreter: ``-I`` ignores PYTHON* variables
+# (QGIS sets PYTHONPATH/PYTHONHOME for its own Python), the user's site-packages and the
+# current folder, so a ``qgis_unravel`` folder where QGIS was started cannot shadow the
+# plugin's copy. The folders to import from come first on sys.path, as a JSON list.
+_BOOTSTRAP = (
+    "import json, runpy, sys; "
+    "sys.path[:0] = json.loads(sys.argv.pop(1)); "
+    "target = sys.argv.pop(1); "
+    "runpy.run_path(target, run_name='__main__') if target.endswith('.py') "
+    "else runpy.run_module(target, run_name='__main__', alter_sys=True)"
+)
+
+
+def import_paths(extra: str = "") -> list[str]:
+    """The plugin's parent folder, then ``extra`` (an os.pathsep list, for test engines)."""
+    return [plugin_pythonpath()] + [part for part in extra.split(os.pathsep) if part]
+
+
+def module_command(python: str, module: str, args: list[str] | None = None,
+                   extra_paths: str = "") -> list[str]:
+    """``python -m module args`` (or ``python script.py args`` for a ``.py`` path) isolated from
+    the environment and the current folder."""
+    return [python, "-I", "-X", "utf8", "-u", "-c", _BOOTSTRAP,
+            json.dumps(import_paths(extra_paths)), module, *(args or [])]
+
+
+def script_command(python: str, script: str, extra_paths: str = "") -> list[str]:
+    """``python -c script`` with the same isolation and import paths as ``module_command``."""
+    prelude = "import json, sys; sys.path[:0] = json.loads(sys.argv.pop(1))\n"
+    return [python, "-I", "-X", "utf8", "-c", prelude + script, json.dumps(import_paths(extra_paths))]
+
+
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a worker: the plugin importable first, unbuffered text in UTF-8."""
+    """Environment for a worker: unbuffered UTF-8 text, ``extra`` added (PYTHONPATH is not used
+    for imports: the isolated interpreter ignores it; see ``import_paths``)."""
     env = dict(os.environ)
-    extra = dict(extra or {})
-    parts = [plugin_pythonpath(), extra.pop("PYTHONPATH", ""), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(part for part in parts if part)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
-    env.update(extra)
+    env.update(extra or {})
     return env
+
+
+def neutral_cwd() -> str:
+    """A folder to start workers in: never the folder QGIS was started from."""
+    return str(paths.PACKAGE_DIR.parent)
 
 
 def install_command(python: str, missing: dict[str, str]) -> str:
@@ -126,12 +166,17 @@ def checkout_venv_python() -> list[str]:
 
 
 def candidates(user_setting: str | None = None) -> list[str]:
-    """Interpreters to try, best first, without duplicates or missing files."""
+    """Interpreters to try, best first, without duplicates or missing files: the user's choice,
+    ``$QGIS_UNRAVEL_PYTHON``, the environment "Set up PyTorch" made, a checkout's ``.venv``,
+    then QGIS's own Python."""
     ordered: list[str] = []
     if user_setting:
         ordered.append(user_setting)
     if os.environ.get(ENV_PYTHON):
         ordered.append(os.environ[ENV_PYTHON])
+    managed = ready_python()
+    if managed:
+        ordered.append(managed)
     ordered += checkout_venv_python()
     ordered += qgis_python_candidates()
     result: list[str] = []
@@ -169,8 +214,8 @@ def _run_probe(python: str, timeout_s: float) -> ProbeResult:
     script = "MODULES = " + json.dumps(list(REQUIRED_MODULES)) + "\n" + _PROBE_SCRIPT
     try:
         proc = subprocess.run(
-            [python, "-c", script], capture_output=True, text=True, timeout=timeout_s,
-            env=worker_env(), stdin=subprocess.DEVNULL, **hidden_window_flags(),
+            script_command(python, script), capture_output=True, text=True, timeout=timeout_s,
+            env=worker_env(), stdin=subprocess.DEVNULL, cwd=neutral_cwd(), **hidden_window_flags(),
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return ProbeResult(python, False, error=f"{type(exc).__name__}: {exc}")

@@ -45,13 +45,27 @@ def model_title(model: str) -> str:
 
 
 def known_classes(model: str) -> list[str]:
-    """The class list of a model card (empty for a local checkpoint or an unknown name)."""
+    """The class list of a model card, else the one the worker reported when it last ran this
+    checkpoint file (empty for a file never run)."""
     try:
         from ..zoo import get_card
 
         return list(get_card(model).classes)
     except Exception:  # cards are optional: a local checkpoint has none
-        return []
+        pass
+    from .settings import remembered_classes
+
+    return remembered_classes(model)
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base (2)``, ``base (3)``… so every run's layer can be told apart."""
+    if base not in taken:
+        return base
+    number = 2
+    while f"{base} ({number})" in taken:
+        number += 1
+    return f"{base} ({number})"
 
 
 def recommended_spec(model: str) -> RunSpec:
@@ -99,7 +113,8 @@ def area_of_interest(choices: Choices, layer: QgsRasterLayer, canvas,
 
 
 def build_job(choices: Choices, layer: QgsRasterLayer, canvas, drawn: QgsRectangle | None = None,
-              drawn_crs=None, polygons: QgsVectorLayer | None = None) -> Job:
+              drawn_crs=None, polygons: QgsVectorLayer | None = None,
+              existing_layers: set[str] | None = None) -> Job:
     """Resolve every choice now, so the task thread only runs the plan."""
     if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
         raise JobError("choose a valid raster layer")
@@ -138,6 +153,7 @@ def build_job(choices: Choices, layer: QgsRasterLayer, canvas, drawn: QgsRectang
     except SpecError as exc:
         raise JobError(str(exc)) from exc
     title = f"{model_title(choices.model)} – {layer.name()}" if temporary else layer_name
+    title = unique_name(title, existing_layers or set())
     cleanup = [aoi] if aoi and os.path.isfile(aoi) else []
     return Job(request=request, title=title, export=export, temporary=temporary,
                known_classes=known_classes(choices.model), open_output=choices.open_output or temporary,

@@ -36,6 +36,10 @@ class UnravelPlugin:
         self.runner = None
         self.dialog = None
         self.score_filter = None
+        self.notifier = None
+        self.engine_check = None
+        self.setup_dialog = None
+        self.diagnostics = None
 
     # -- Processing ----------------------------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802 (QGIS name)
@@ -48,12 +52,16 @@ class UnravelPlugin:
     # -- GUI -----------------------------------------------------------------------------------
     def initGui(self) -> None:  # noqa: N802 (QGIS name)
         from . import runtime
+        from .engine_check import EngineCheck
         from .live_filter import ScoreFilter
+        from .messages import Notifier
         from .runner import Runner
 
         self.initProcessing()
         runtime.set_keep_warm(True)
-        self.runner = Runner(self.iface)
+        self.notifier = Notifier(self.iface)
+        self.engine_check = EngineCheck()
+        self.runner = Runner(self.iface, notifier=self.notifier)
         self.toolbar = self.iface.addToolBar(TITLE)
         self.toolbar.setObjectName("UnravelNetToolbar")
         self.action_detect = self._add_action("unravel.svg", "Detect objects…", self.show_dialog,
@@ -64,6 +72,9 @@ class UnravelPlugin:
                                                    self.show_diagnostics,
                                                    "A Markdown report to paste into a bug report",
                                                    toolbar=False)
+        self.action_setup = self._add_action("unravel.svg", "Set up PyTorch…", self.show_setup,
+                                             "Install PyTorch for UnravelNet in a private environment "
+                                             "(no shell, no administrator rights)", toolbar=False)
         self.score_filter = ScoreFilter(self.iface, self.toolbar)
         self.runner.layerReady.connect(self.score_filter.track_layer)
 
@@ -85,6 +96,13 @@ class UnravelPlugin:
 
         if self.runner is not None:
             self.runner.cancel_all()
+        if self.notifier is not None:
+            self.notifier.clear()
+        for window in (self.setup_dialog, self.diagnostics):
+            if window is not None:
+                window.close()
+                window.deleteLater()
+        self.setup_dialog = self.diagnostics = None
         if self.dialog is not None:
             self.dialog.close()
             self.dialog.deleteLater()
@@ -109,46 +127,58 @@ class UnravelPlugin:
         runtime.shutdown()
 
     # -- actions -------------------------------------------------------------------------------
-    def message(self, text: str, level=Qgis.MessageLevel.Info, duration: int = 8) -> None:
-        self.iface.messageBar().pushMessage(TITLE, text, level, duration)
+    def message(self, text: str, level=Qgis.MessageLevel.Info, duration: int = 8, action=None) -> None:
+        self.notifier.push(text, level, duration, action)
 
-    def engine_ready(self) -> bool:
-        """Probe the worker interpreter (once); explain in the message bar what is missing."""
-        from . import qgis_log, runtime
+    def with_engine(self, then) -> None:
+        """Run ``then()`` once the worker's Python is known to work; otherwise say what to do,
+        with a "Set up PyTorch…" button. The probe runs in a helper thread (no UI freeze)."""
+        from . import qgis_log
+        from .messages import Action
 
-        probe = runtime.worker_python()
-        if probe.ok:
-            return True
-        text = probe.explain() + " Or choose another Python in the dialog's Worker settings."
-        qgis_log.warning(text)
-        self.message(text, Qgis.MessageLevel.Warning, 0)
-        return False
+        def answered(probe) -> None:
+            if self.dialog is not None:
+                self.dialog.set_engine_ready(probe.ok)
+            if probe.ok:
+                then()
+                return
+            text = probe.explain()
+            qgis_log.warning(text)
+            self.message(text, Qgis.MessageLevel.Warning, 0,
+                         Action("Set up PyTorch…", self.show_setup, "Install PyTorch for UnravelNet now"))
+
+        self.engine_check.request(answered)
 
     def show_dialog(self) -> None:
         from .dialog import DetectDialog
 
-        ready = self.engine_ready()
         if self.dialog is None:
-            self.dialog = DetectDialog(self.iface, self.runner, self.iface.mainWindow())
-        self.dialog.set_engine_ready(ready)
+            self.dialog = DetectDialog(self.iface, self.runner, self.iface.mainWindow(),
+                                       notifier=self.notifier, on_setup=self.show_setup)
+        self.dialog.set_engine_checking()
         self.dialog.show()
         self.dialog.raise_()
         self.dialog.activateWindow()
+        self.with_engine(lambda: None)
 
     def detect_in_view(self) -> None:
-        from . import jobs, settings
+        from . import jobs
 
-        if not self.engine_ready():
-            return
         layer = jobs.view_raster_layer(self.iface)
         if layer is None:
             self.message("Select a raster layer in the Layers panel first.", Qgis.MessageLevel.Warning)
             return
+        self.with_engine(lambda: self._detect_in_view(layer))
+
+    def _detect_in_view(self, layer) -> None:
+        from . import jobs, settings
+
         choices = settings.load()
         choices.extent_mode = "canvas"
         choices.output_mode = "temporary"
         try:
-            job = jobs.build_job(choices, layer, self.iface.mapCanvas())
+            job = jobs.build_job(choices, layer, self.iface.mapCanvas(),
+                                 existing_layers=self.runner.layer_names())
         except jobs.JobError as exc:
             self.message(str(exc), Qgis.MessageLevel.Warning)
             return
@@ -158,5 +188,28 @@ class UnravelPlugin:
     def show_diagnostics(self) -> None:
         from .diagnostics import DiagnosticsDialog
 
+        if self.diagnostics is not None:
+            self.diagnostics.close()
+            self.diagnostics.deleteLater()
         self.diagnostics = DiagnosticsDialog(self.iface.mainWindow())
         self.diagnostics.show()
+
+    def show_setup(self) -> None:
+        from .torch_env_task import TorchEnvDialog
+
+        if self.setup_dialog is None:
+            self.setup_dialog = TorchEnvDialog(self.iface.mainWindow())
+            self.setup_dialog.finishedSetup.connect(self._setup_finished)
+        self.setup_dialog.show()
+        self.setup_dialog.raise_()
+        self.setup_dialog.activateWindow()
+
+    def _setup_finished(self, ok: bool) -> None:
+        if ok:
+            self.message("PyTorch is set up: UnravelNet is ready to detect objects.",
+                         Qgis.MessageLevel.Success)
+            if self.dialog is not None:
+                from . import settings
+
+                self.dialog.python_widget.setFilePath(settings.load().worker_python)
+                self.with_engine(lambda: None)

@@ -48,6 +48,15 @@ def to_memory(layer: QgsVectorLayer, name: str, classes: list[str]) -> QgsVector
     return copy
 
 
+def model_classes(result: dict, known: list[str] | None = None) -> list[str]:
+    """The model's full class list, from the worker's answer (it loaded the model, so it knows
+    a checkpoint's classes too), else what the card said."""
+    listed = result.get("classes")
+    if isinstance(listed, list) and listed and all(isinstance(name, str) for name in listed):
+        return list(listed)
+    return list(known or [])
+
+
 def display_name(base: str, partial: bool) -> str:
     return base + (PARTIAL_SUFFIX if partial else "")
 
@@ -62,7 +71,7 @@ def build_layer(result: dict, temporary: bool, base_name: str, classes: list[str
     else:
         keep_classes(source, classes)
         layer = source
-    styling.apply_class_style(layer, known_classes)
+    styling.apply_class_style(layer, model_classes(result, known_classes))
     styling.apply_labels(layer, labels)
     layer.setCustomProperty("qgis_unravel/result", True)
     layer.setCustomProperty("qgis_unravel/model", str(result.get("model", "")))

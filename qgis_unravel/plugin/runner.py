@@ -8,7 +8,8 @@ from typing import Callable
 from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from . import qgis_log, results, runtime
+from . import model_list, qgis_log, results, runtime, settings
+from .messages import Notifier
 from .task import DetectTask, Job
 from .worker_client import WorkerClient
 
@@ -21,9 +22,11 @@ class Runner(QObject):
     layerReady = pyqtSignal(object)  # noqa: N815 (Qt naming) the QgsVectorLayer just added
     taskEnded = pyqtSignal(object)  # noqa: N815 the DetectTask, after its layer/message
 
-    def __init__(self, iface, client_factory: Callable[[], WorkerClient] | None = None):
+    def __init__(self, iface, client_factory: Callable[[], WorkerClient] | None = None,
+                 notifier: Notifier | None = None):
         super().__init__()
         self.iface = iface
+        self.notifier = notifier or Notifier(iface)
         self._client_factory = client_factory or runtime.client
         self.tasks: list[DetectTask] = []
         self.closed = False  # after the plugin unloads, late results add no layers
@@ -31,8 +34,7 @@ class Runner(QObject):
     def start(self, job: Job) -> DetectTask:
         task = DetectTask(job, self._client_factory)
         task.ended.connect(self._on_ended)
-        task.progressed.connect(lambda _done, _total, text, t=task: t.setDescription(
-            f"UnravelNet: {t.job.title} ({text})"))
+        task.progressed.connect(lambda _done, _total, text, t=task: t.describe(text))
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
         return task
@@ -44,8 +46,12 @@ class Runner(QObject):
             task.cancel()
 
     def _message(self, text: str, level=Qgis.MessageLevel.Info, duration: int = 8) -> None:
-        if self.iface is not None:
-            self.iface.messageBar().pushMessage(TITLE, text, level, duration)
+        self.notifier.push(text, level, duration)
+
+    def layer_names(self) -> set[str]:
+        """Names of the layers in the project and of runs still going (for unique names)."""
+        names = {layer.name() for layer in QgsProject.instance().mapLayers().values()}
+        return names | {task.job.title for task in self.tasks}
 
     def _on_ended(self, task: DetectTask) -> None:
         if task in self.tasks:
@@ -62,6 +68,7 @@ class Runner(QObject):
 
     def _add_result(self, task: DetectTask) -> None:
         job, result = task.job, task.result
+        settings.remember_classes(job.request.model, results.model_classes(result))
         try:
             layer = results.build_layer(result, job.temporary, job.title, job.request.classes,
                                         job.known_classes, job.labels)
@@ -75,13 +82,15 @@ class Runner(QObject):
         if job.open_output or job.temporary:
             QgsProject.instance().addMapLayer(layer)
             self.layerReady.emit(layer)
+        warned = (f" {len(task.warnings)} warning(s): see the UnravelNet tab of the log panel."
+                  if task.warnings else "")
         if task.partial:
             self._message(f"Cancelled: the {count} objects found before the cancel are in the layer "
-                          f"'{layer.name()}'.", Qgis.MessageLevel.Warning)
+                          f"'{layer.name()}'.{warned}", Qgis.MessageLevel.Warning)
         else:
             where = "" if job.temporary else f" Saved in {result['output']}."
-            self._message(f"{count} objects found in {task.elapsed_s:.0f} s.{where}",
-                          Qgis.MessageLevel.Success)
+            self._message(f"{count} objects found in {task.elapsed_s:.0f} s: layer '{layer.name()}'."
+                          f"{where}{warned}", Qgis.MessageLevel.Success)
 
     def _report_error(self, task: DetectTask) -> None:
         error = task.error
@@ -90,7 +99,7 @@ class Runner(QObject):
             return
         qgis_log.critical(f"detection failed ({error.kind}): {error}")
         level = Qgis.MessageLevel.Warning if error.kind == "user" else Qgis.MessageLevel.Critical
-        self._message(str(error), level, 0)
+        self._message(model_list.for_qgis_user(str(error)), level, 0)
 
     @staticmethod
     def _remove_quietly(path: str) -> None:

@@ -86,3 +86,25 @@ def _coerce(raw: object, default: object) -> object:
     except (TypeError, ValueError):
         return default
     return str(raw)
+
+
+CLASSES_PREFIX = PREFIX + "checkpoint_classes/"
+
+
+def _classes_key(model: str) -> str:
+    import hashlib
+
+    return CLASSES_PREFIX + hashlib.sha1(model.encode("utf-8")).hexdigest()[:16]
+
+
+def remember_classes(model: str, classes: list[str]) -> None:
+    """Keep the class list the worker reported for a checkpoint file (the next dialog lists it)."""
+    if model and classes:
+        QgsSettings().setValue(_classes_key(model), "\n".join(classes))
+
+
+def remembered_classes(model: str) -> list[str]:
+    if not model:
+        return []
+    raw = QgsSettings().value(_classes_key(model), "")
+    return [name for name in str(raw or "").split("\n") if name]

@@ -59,6 +59,18 @@ class DetectTask(QgsTask):
         self.error: WorkerError | None = None
         self.started_at = 0.0
         self.elapsed_s = 0.0
+        self.warnings: list[str] = []
+        self.over = False  # set when the run has ended: late progress text is ignored
+
+    def describe(self, text: str) -> None:
+        """Show ``text`` in QGIS's task manager beside the run's title (main thread)."""
+        if not self.over:
+            self.setDescription(f"UnravelNet: {self.job.title} ({text})")
+
+    def cancel(self) -> None:
+        if not self.over and not self.isCanceled():
+            self.describe("cancelling after the current batch…")
+        super().cancel()
 
     @property
     def partial(self) -> bool:
@@ -96,6 +108,7 @@ class DetectTask(QgsTask):
             eta = eta_text(message.get("eta_s"))
             self.progressed.emit(done, total, text + (f", about {eta} left" if eta else ""))
         elif kind == "warning":
+            self.warnings.append(str(message.get("message")))
             qgis_log.warning(str(message.get("message")))
             self.progressed.emit(-1, -1, str(message.get("message")))
         elif kind == "log":
@@ -109,4 +122,10 @@ class DetectTask(QgsTask):
                 pass
         if not ok and self.error is None and self.isCanceled():
             self.error = WorkerError("cancelled before the worker started", "cancelled")
+        if self.result is not None:
+            outcome = "cancelled, partial result kept" if self.partial else "done"
+        else:
+            outcome = "cancelled" if self.error is not None and self.error.kind == "cancelled" else "failed"
+        self.setDescription(f"UnravelNet: {self.job.title} ({outcome})")
+        self.over = True
         self.ended.emit(self)

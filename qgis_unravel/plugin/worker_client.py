@@ -16,9 +16,10 @@ import time
 import uuid
 from typing import IO, Callable
 
+from .. import paths
 from ..engine.spec import RunSpec
 from ..worker import protocol
-from .interpreter import hidden_window_flags, worker_env
+from .interpreter import hidden_window_flags, module_command, neutral_cwd, worker_env
 
 LogSink = Callable[[str], None]
 EventSink = Callable[[dict], None]
@@ -44,6 +45,18 @@ def is_out_of_memory(text: str) -> bool:
 
 OOM_ADVICE = ("The GPU ran out of memory. Try a smaller batch size or tile size, close other "
               "programs using the GPU, or choose the CPU device.")
+
+
+def engine_mismatch(hello: dict) -> str:
+    """Why the worker's engine is not this plugin's own (empty when it is)."""
+    theirs, ours = str(hello.get("engine_version") or "unknown"), paths.version()
+    where = hello.get("engine_path") or "an unknown folder"
+    if theirs == ours:
+        return ""
+    return (f"The worker Python loaded UnravelNet engine version {theirs} from {where}, but this "
+            f"plugin is version {ours} (in {paths.PACKAGE_DIR}). Another copy of qgis_unravel is "
+            "installed in the worker's Python: remove that copy, or use \"Set up PyTorch…\" in the "
+            "UnravelNet menu to make a clean worker environment, then run again.")
 
 
 class WorkerClient:
@@ -80,8 +93,9 @@ class WorkerClient:
         return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
-        target = [self._script] if self._script else ["-m", WORKER_MODULE]
-        return [self.python, "-u", *target, "--idle", f"{self.idle_s:g}"]
+        extra = (self._env or {}).get("PYTHONPATH", "")
+        return module_command(self.python, self._script or WORKER_MODULE, ["--idle", f"{self.idle_s:g}"],
+                              extra_paths=extra)
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> dict:
         """Start the worker if it is not running and return its ``hello`` event."""
@@ -94,6 +108,10 @@ class WorkerClient:
             raise WorkerError(f"the worker did not answer within {timeout_s:.0f} s", "internal")
         if self._hello is None:
             raise self._exit_error()
+        mismatch = engine_mismatch(self._hello)
+        if mismatch:
+            self.stop()
+            raise WorkerError(mismatch, "user")
         return self._hello
 
     def _spawn(self) -> None:
@@ -105,13 +123,14 @@ class WorkerClient:
             self._proc = subprocess.Popen(
                 self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, encoding="utf-8", errors="replace", bufsize=1,
-                env=worker_env(self._env), **hidden_window_flags(),
+                env=worker_env(self._env), cwd=neutral_cwd(), **hidden_window_flags(),
             )
         except OSError as exc:
             self._proc = None
             self._hello_ready.set()
             raise WorkerError(f"could not start the worker Python {self.python}: {exc}", "user") from exc
-        self._log(f"worker started: pid {self._proc.pid}, {' '.join(self.command())}")
+        self._log(f"worker started: pid {self._proc.pid}, {self.python} (isolated: -I), "
+                  f"{self._script or WORKER_MODULE} from {paths.PACKAGE_DIR.parent}")
         threading.Thread(target=self._read_stdout, args=(self._proc,), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self._proc,), daemon=True).start()
 
@@ -237,6 +256,9 @@ class WorkerClient:
                 got_any = True
                 kind = message.get("type")
                 if kind == "result":
+                    if cancel_sent_at is not None and not message.get("partial"):
+                        # The cancel came during the last batch: the run still ends cancelled.
+                        message = {**message, "partial": True}
                     return message
                 if kind == "error":
                     raise self._engine_error(message)

@@ -6,7 +6,8 @@ Keeping the message shapes in one small module means both sides agree by constru
 
 Events (worker -> client), each a dict with a ``type`` key:
 
-``hello``     ``{"type": "hello", "protocol": 1, "python": str, "torch": str|None,
+``hello``     ``{"type": "hello", "protocol": 1, "engine_path": str, "engine_version": str,
+                "python": str, "torch": str|None,
                 "cuda": bool, "devices": [{"index": int, "name": str, "free_mb": int}]}``
 ``progress``  ``{"type": "progress", "done": int, "total": int, "eta_s": float|None,
                 "stage": str}``
@@ -14,6 +15,7 @@ Events (worker -> client), each a dict with a ``type`` key:
 ``log``       ``{"type": "log", "message": str}``
 ``result``    ``{"type": "result", "output": str|None, "layer": str|None, "count": int,
                 "counts": {class_name: int}, "partial": bool, "model": str,
+                "classes": [the model's class names, in class-id order],
                 "features": [...]|None, "spec": {the resolved RunSpec}}``
 ``error``     ``{"type": "error", "kind": "user"|"internal", "message": str}``
 

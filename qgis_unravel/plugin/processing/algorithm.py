@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -34,7 +35,7 @@ from qgis.PyQt.QtGui import QIcon
 from ... import paths
 from ...engine.spec import RunSpec
 from .. import extent as extents
-from .. import raster_source, results, runtime, settings, styling
+from .. import model_list, raster_source, results, runtime, settings, styling
 from ..jobs import known_classes, recommended_spec, temp_dir
 from ..request import SpecError, build_spec, parse_classes
 from ..worker_client import WorkerError
@@ -75,7 +76,7 @@ def card_settings_text() -> str:
 
 
 class DetectAlgorithm(QgsProcessingAlgorithm):
-    INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
+    INPUT, MODEL, MODEL_FILE, DEVICE = "INPUT", "MODEL", "MODEL_FILE", "DEVICE"
     TILE, OVERLAP, BATCH, SCORE, IOU = "TILE", "OVERLAP", "BATCH", "SCORE", "IOU"
     CLASSES, EXTENT, AOI, RESOLUTION, LABELS, OUTPUT = (
         "CLASSES", "EXTENT", "AOI", "RESOLUTION", "LABELS", "OUTPUT")
@@ -89,10 +90,13 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Detects objects (planes, ships, vehicles, storage tanks…) in a raster layer with an "
                 "UnravelNet or LEGNet Oriented R-CNN and writes one oriented box polygon per object, "
-                "with class, score, angle and size. MODEL is a model card name (see models/) or the "
-                "path of an mmrotate checkpoint. The network runs in a separate Python process "
-                "that must have PyTorch installed.\n\nLeave TILE, OVERLAP, BATCH, SCORE and IOU "
-                "empty to use the model's own settings (its card):\n" + card_settings_text())
+                "with class, score, angle and size. Model: one of the models whose weights are "
+                "available (the demo model is bundled); Checkpoint file: an mmrotate Oriented R-CNN "
+                "checkpoint, used instead of the model when given. The network runs in a separate "
+                "Python process with PyTorch (Raster > UnravelNet > Set up PyTorch…). An existing "
+                "output file is replaced, as in every Processing algorithm.\n\nLeave TILE, "
+                "OVERLAP, BATCH, SCORE and IOU empty to use the model's own settings (its card):\n"
+                + card_settings_text())
 
     def icon(self) -> QIcon:
         return QIcon(str(paths.resources_dir() / "icons" / "unravel.svg"))
@@ -105,8 +109,14 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         number = QgsProcessingParameterNumber
         integer, double = number.Type.Integer, number.Type.Double
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster layer"))
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, "Model (card name or checkpoint path)", defaultValue=remembered.model or None))
+        runnable = [entry.id for entry in model_list.model_entries() if entry.runnable]
+        default = model_list.default_model(model_list.model_entries(), remembered.model)
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=runnable, allowMultiple=False,
+            defaultValue=default if default in runnable else (runnable[0] if runnable else None),
+            optional=True, usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL_FILE, "Checkpoint file (instead of the model)", extension="pth", optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES,
                                                      defaultValue=0))
         # Empty run knobs take the model card's values (resolved by the worker, once).
@@ -136,9 +146,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if raster is None or not raster.isValid():
             raise QgsProcessingException("INPUT is not a raster layer QGIS can open")
-        model = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
-        if not model:
-            raise QgsProcessingException("MODEL is empty: give a model card name or a checkpoint path")
+        model = self._model(parameters, context)
         classes = parse_classes(self.parameterAsString(parameters, self.CLASSES, context) or "")
         try:
             request = build_spec(
@@ -154,7 +162,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         cleanup = [request.output]
         try:
             request = self._prepare_source(request, raster, parameters, context, feedback, cleanup)
-            result = self._run(request, feedback)
+            result = self._result = self._run(request, feedback)
             dest_id = self._write_sink(result, request, parameters, context, feedback)
         finally:
             for path in cleanup:
@@ -165,12 +173,25 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                         except OSError:
                             pass
         labels = self.parameterAsBool(parameters, self.LABELS, context)
-        self._written = (dest_id, known_classes(model), labels)
+        classes_of_model = results.model_classes(self._result, known_classes(model))
+        self._written = (dest_id, classes_of_model, labels)
         if context.willLoadLayerOnCompletion(dest_id):
-            processor = StyleByClass(known_classes(model), labels)
+            processor = StyleByClass(classes_of_model, labels)
             _POST_PROCESSORS.append(processor)
             context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
         return {self.OUTPUT: dest_id}
+
+    def _model(self, parameters, context) -> str:
+        """The checkpoint file when given, else the chosen model; one clear message otherwise."""
+        path = (self.parameterAsFile(parameters, self.MODEL_FILE, context) or "").strip()
+        if path:
+            if not os.path.isfile(path):
+                raise QgsProcessingException(f"Checkpoint file not found: {path}")
+            return path
+        model = (self.parameterAsEnumString(parameters, self.MODEL, context) or "").strip()
+        if not model:
+            raise QgsProcessingException("Choose a Model, or a Checkpoint file (MODEL or MODEL_FILE)")
+        return model
 
     def _optional(self, parameters, name: str, context, kind: type):
         """A run knob: None when left empty (the model's default), else its number."""
