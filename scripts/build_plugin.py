@@ -2,8 +2,8 @@
 
 The zip holds one top-level folder, ``qgis_unravel/``, which is the Python package plus
 ``metadata.txt``, ``resources/`` and the model cards from ``models/``, with the weights of the
-cards marked ``"availability": "bundled"`` (the demo model, so a zip install runs offline at
-once). No other weights: users download those, and the QGIS plugin repository refuses zips over
+UnravelNet demo model (``ZIP_MODELS``; its card says ``"availability": "bundled"``), so a zip
+install runs offline at once. No other weights: users download those, and the QGIS plugin repository refuses zips over
 25 MB, a limit this script enforces.
 
 Usage: python scripts/build_plugin.py [--out DIR]   (prints the zip's path)
@@ -40,12 +40,20 @@ def _files(root: Path) -> Iterator[Path]:
                 yield path
 
 
+# The repository's 25 MB budget holds one demo model: the UnravelNet one, which the dialog
+# preselects. Other bundled weights (the Refined-Det demo) ship with the Python package and
+# the repository; a zip install lists them as "weights missing from this installation".
+ZIP_MODELS = ("demo-unravelnet-synthetic",)
+
+
 def bundled_weights() -> list[Path]:
-    """The weight files the model cards declare as shipped with the plugin."""
+    """The weight files of ZIP_MODELS, whose cards declare them as shipped with the plugin."""
     import json
 
     found = []
     for card in sorted((REPO / "models").glob("*.json")):
+        if card.stem not in ZIP_MODELS:
+            continue
         weights = json.loads(card.read_text(encoding="utf-8")).get("weights", {})
         if weights.get("availability") == "bundled" and weights.get("path"):
             path = REPO / "models" / weights["path"]
