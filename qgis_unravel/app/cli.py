@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.errors import Cancelled, UserError
 from ..engine.options import DEFAULT_MERGE_IOU, DetectOptions
+from ..engine.precision import AMP_CHOICES
 from ..worker import protocol
 from . import models_cli, train_cli
 from .terminal import TerminalReporter
@@ -51,10 +52,16 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--iou", type=float, default=DEFAULT_MERGE_IOU,
                         help=f"IoU of the rotated NMS within and across tiles (default {DEFAULT_MERGE_IOU})")
     parser.add_argument("--max-detections", type=int, help="most detections per tile (default: the model's)")
-    parser.add_argument("--batch", type=int, default=2, help="tiles per network call (default 2)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="tiles per network call (default: from the GPU's free memory; 2 on CPU)")
     parser.add_argument("--device", default="auto", type=_device_choice,
                         help="auto, cpu, cuda or cuda:N (default auto: CUDA when available)")
-    parser.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
+    parser.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                        help="mixed precision on CUDA (default auto: only where the GPU parity figures "
+                             "allow it; always float32 on CPU)")
+    parser.add_argument("--fp16", action="store_true", help="the same as --amp fp16")
+    parser.add_argument("--read-threads", type=int, default=None,
+                        help="threads reading tiles (default: 1 on CPU, up to 4 on a GPU)")
     parser.add_argument("--bands", help="bands to use as R,G,B, e.g. 3,2,1, or one band for grey")
     parser.add_argument("--range", dest="value_range",
                         help="MIN,MAX mapped to 0..255 (default: uint8 as is, else a 2-98%% stretch)")
@@ -205,8 +212,10 @@ def _detector(model: str, device: str, emit: Emit) -> Tuple[Any, Any]:
 def _options(args: argparse.Namespace, card: Any) -> DetectOptions:
     tiling = getattr(card, "tiling", None)
     thresholds = getattr(card, "thresholds", None)
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise UserError(f"--batch must be at least 1, not {args.batch}")
+    if args.read_threads is not None and args.read_threads < 1:
+        raise UserError(f"--read-threads must be at least 1, not {args.read_threads}")
     if not 0 < args.iou <= 1:
         raise UserError(f"--iou must be in (0, 1], not {args.iou}")
     if args.score is not None and not 0 <= args.score <= 1:
@@ -223,6 +232,8 @@ def _options(args: argparse.Namespace, card: Any) -> DetectOptions:
         gsd=args.gsd,
         aoi=args.aoi,
         fp16=args.fp16,
+        amp=args.amp,
+        read_threads=args.read_threads,
         seam_rule=not args.no_seam_rule,
         model_name=getattr(card, "id", None) or Path(args.model).stem,
     )

@@ -213,11 +213,17 @@ class OrientedRCNN(nn.Module):
             )
 
     # images ----------------------------------------------------------------------
-    def predict(self, images: Sequence[np.ndarray], batch_size: int = 4) -> List[Dict[str, np.ndarray]]:
+    # ``predict(..., on_device=True)`` is understood (the engine asks before using it).
+    predicts_on_device = True
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 4,
+                on_device: bool = False) -> List[Dict[str, Any]]:
         """Detect in RGB uint8 (H, W, 3) arrays of any size; numpy results in input order.
 
         Images are normalised, padded bottom/right (with 0 after normalisation, as mmdet does)
         to a multiple of 32 (a square one when the backbone needs it) and batched by padded size.
+        ``on_device=True`` returns the result tensors where the network ran (a GPU caller copies
+        them back once, at the end, instead of waiting for the GPU after every batch).
         """
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise ValueError("predict() takes a list of images; wrap a single image in a list")
@@ -230,7 +236,7 @@ class OrientedRCNN(nn.Module):
                 batch = make_batch([images[i] for i in chunk], size, self.device)
                 sizes = [tuple(images[i].shape[:2]) for i in chunk]
                 for i, out in zip(chunk, self(batch, sizes)):
-                    results[i] = _to_numpy(out)
+                    results[i] = out if on_device else _to_numpy(out)
         return results  # type: ignore[return-value]
 
     def _group_by_padded_size(self, images: Sequence[np.ndarray]) -> Dict[Tuple[int, int], List[int]]:

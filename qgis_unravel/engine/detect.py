@@ -1,9 +1,10 @@
 """``detect_raster``: the whole large-raster pipeline for one raster and one detector.
 
 open and check the raster -> choose bands and scaling -> tile grid (optionally resampled
-and clipped to an AOI) -> tiles read ahead in a thread, batched through the detector ->
-merge across tiles -> map polygons and sizes. Nothing here holds more than a few tiles of
-pixels, so memory stays flat however large the raster is.
+and clipped to an AOI) -> tiles read ahead by reading threads, batched through the detector
+(batch size from the GPU's free memory, halved on out-of-memory) with results kept on the
+device -> one copy back, merge across tiles -> map polygons and sizes. Nothing here holds
+more than a few tiles of pixels, so memory stays flat however large the raster is.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import precision
 from .aoi import AreaOfInterest, load_aoi
+from .batching import AdaptiveBatches, resolve_batch_size
 from .errors import UserError
 from .georef import Georeferencer, apply_affine, box_corners
 from .merge import Detections, TileDetections, merge
 from .options import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, DetectOptions
 from .raster import RasterInfo, describe, open_dataset
-from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid
+from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid, reader_threads_for
 from .result import RasterDetections
 from .scaling import choose_scaling
 from .windows import Tile, tile_grid
@@ -58,8 +61,8 @@ def detect_raster(
 
     with configured(detector, options):
         parts, seen, skipped, partial = _run_tiles(info, scaling, pgrid, tiles, detector, options,
-                                                   progress, cancel)
-    merged = merge(parts, grid, seen, options.merge_iou, options.seam_rule)
+                                                   progress, cancel, notes)
+    merged = merge(_on_host(parts), grid, seen, options.merge_iou, options.seam_rule)
     result = _to_map(merged, pgrid, info, georef, aoi, detector, options)
     result.partial = partial
     result.tiles_total = len(tiles)
@@ -107,23 +110,37 @@ def configured(detector: Any, options: DetectOptions) -> Iterator[None]:
             setattr(detector, name, value)
 
 
-def _autocast(detector: Any, fp16: bool) -> contextlib.AbstractContextManager:
-    if not fp16:
-        return contextlib.nullcontext()
-    import torch
+def _autocast(detector: Any, amp: Any) -> contextlib.AbstractContextManager:
+    """Autocast for the detector's device and ``amp`` ("auto", "off", "fp16", "bf16"; a bool
+    is the older fp16 switch); float32 off CUDA."""
+    if isinstance(amp, bool):
+        amp = "fp16" if amp else "off"
+    device = precision.detector_device(detector)
+    dtype_name = precision.resolve_amp(amp, device, precision.detector_backbone(detector))
+    return precision.autocast(device, dtype_name)
 
-    device = str(getattr(detector, "device", "cpu"))
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.float16)
+
+def _amp_setting(options: DetectOptions) -> str:
+    return "fp16" if options.fp16 else getattr(options, "amp", "auto")
+
+
+def _predict(detector: Any, images: Sequence[np.ndarray]) -> List[dict]:
+    """One network call over ``images``; results stay on the detector's device when it can
+    keep them there (no copy back and no wait for the GPU until the merge)."""
+    if getattr(detector, "predicts_on_device", False):
+        return detector.predict(list(images), batch_size=len(images), on_device=True)
+    return detector.predict(list(images))
 
 
 def _run_tiles(
     info: RasterInfo, scaling: Any, pgrid: ProcessingGrid, tiles: Sequence[Tile], detector: Any,
     options: DetectOptions, progress: Optional[ProgressFn], cancel: Optional[threading.Event],
+    notes: Optional[List[str]] = None,
 ) -> Tuple[List[TileDetections], List[int], int, bool]:
-    """Run the network over the tiles as they arrive from the reading thread.
+    """Run the network over the tiles as they arrive from the reading threads.
 
+    The batch size is the options' or, when None, chosen from the device's free memory; a
+    batch that runs out of GPU memory is halved and retried (one warning in ``notes``).
     Returns the per-tile detections, the indices of the tiles the network saw, how many
     tiles were skipped for having no valid pixel, and whether the run was cancelled.
     """
@@ -131,7 +148,12 @@ def _run_tiles(
     seen: List[int] = []
     skipped = 0
     batch: List[Tuple[Tile, np.ndarray]] = []
-    batch_size = max(1, int(options.batch_size))
+    device = precision.detector_device(detector)
+    amp = _amp_setting(options)
+    half = precision.resolve_amp(amp, device, precision.detector_backbone(detector)) is not None
+    tile_size = tiles[0].size if tiles else DEFAULT_TILE_SIZE
+    batches = AdaptiveBatches(lambda chunk: _predict(detector, chunk),
+                              resolve_batch_size(options.batch_size, device, tile_size, half))
 
     reported = [-1]
 
@@ -142,37 +164,78 @@ def _run_tiles(
             progress(done, len(tiles))
 
     def flush() -> None:
-        with _autocast(detector, options.fp16):
-            outputs = detector.predict([image for _, image in batch])
+        with _autocast(detector, amp):
+            outputs = batches.run([image for _, image in batch])
         for (tile, _), out in zip(batch, outputs):
             parts.append(_inside_tile(tile, out))
             seen.append(tile.index)
         batch.clear()
         report()
 
-    depth = max(options.prefetch, 2 * batch_size)
-    with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth) as tiles_read:
-        for tile, image in tiles_read:
-            if cancel is not None and cancel.is_set():
-                return parts, seen, skipped, True
-            if image is None:
-                skipped += 1
-                continue
-            batch.append((tile, image))
-            if len(batch) >= batch_size:
+    depth = max(options.prefetch, 2 * batches.batch_size)
+    threads = reader_threads_for(device, getattr(options, "read_threads", None))
+    try:
+        with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth, threads) as tiles_read:
+            for tile, image in tiles_read:
+                if cancel is not None and cancel.is_set():
+                    return parts, seen, skipped, True
+                if image is None:
+                    skipped += 1
+                    continue
+                batch.append((tile, image))
+                if len(batch) >= batches.batch_size:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
+    finally:
+        if notes is not None:
+            notes.extend(batches.warnings)
     report()
     return parts, seen, skipped, False
 
 
 def _inside_tile(tile: Tile, out: dict) -> TileDetections:
-    """Keep the detections whose centre lies on the raster part of the tile (not the padding)."""
-    boxes = np.asarray(out["boxes"], dtype=np.float64).reshape(-1, 5)
-    keep = (boxes[:, 0] >= 0) & (boxes[:, 0] < tile.width) & (boxes[:, 1] >= 0) & (boxes[:, 1] < tile.height)
-    return TileDetections(tile, boxes[keep], np.asarray(out["scores"]).reshape(-1)[keep],
-                          np.asarray(out["labels"]).reshape(-1)[keep])
+    """Keep the detections whose centre lies on the raster part of the tile (not the padding).
+
+    Tensors stay on their device (filtered there); ``_on_host`` brings them all back at once.
+    """
+    boxes, scores, labels = out["boxes"], out["scores"], out["labels"]
+    if not isinstance(boxes, np.ndarray) and hasattr(boxes, "device"):  # a torch tensor
+        boxes = boxes.reshape(-1, 5)
+        keep = _centre_inside(boxes, tile)
+        return TileDetections(tile, boxes[keep], scores.reshape(-1)[keep], labels.reshape(-1)[keep])
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+    keep = _centre_inside(boxes, tile)
+    return TileDetections(tile, boxes[keep], np.asarray(scores).reshape(-1)[keep],
+                          np.asarray(labels).reshape(-1)[keep])
+
+
+def _centre_inside(boxes: Any, tile: Tile) -> Any:
+    """Mask of boxes (numpy or torch) whose centre lies on the tile's raster part."""
+    x, y = boxes[:, 0], boxes[:, 1]
+    return (x >= 0) & (x < tile.width) & (y >= 0) & (y < tile.height)
+
+
+def _on_host(parts: List[TileDetections]) -> List[TileDetections]:
+    """The per-tile detections as numpy arrays, with one device-to-host copy for all of them."""
+    on_device = [p for p in parts if not isinstance(p.boxes, np.ndarray)]
+    if not on_device:
+        return parts
+    import torch
+
+    counts = [int(p.boxes.shape[0]) for p in on_device]
+    boxes = torch.cat([p.boxes.float() for p in on_device]).cpu().numpy().astype(np.float64)
+    scores = torch.cat([p.scores.float() for p in on_device]).cpu().numpy()
+    labels = torch.cat([p.labels.long() for p in on_device]).cpu().numpy()
+    host = iter(np.split(np.arange(len(scores)), np.cumsum(counts)[:-1]))
+    out = []
+    for p in parts:
+        if isinstance(p.boxes, np.ndarray):
+            out.append(p)
+        else:
+            rows = next(host)
+            out.append(TileDetections(p.tile, boxes[rows], scores[rows], labels[rows]))
+    return out
 
 
 def _to_map(merged: Detections, pgrid: ProcessingGrid, info: RasterInfo, georef: Georeferencer,

@@ -113,7 +113,8 @@ class DetectDialog(QDialog):
 
         self.tile_spin = self._spin(64, 8192, 32, " px")
         self.overlap_spin = self._spin(0, 4096, 16, " px")
-        self.batch_spin = self._spin(1, 256, 1, "")
+        self.batch_spin = self._spin(0, 256, 1, "")
+        self.batch_spin.setSpecialValueText("Automatic")  # 0: from the GPU's free memory
         form.addRow("Tile size", self.tile_spin)
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)

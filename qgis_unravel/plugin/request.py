@@ -24,7 +24,7 @@ class DetectRequest:
     device: str = "auto"
     tile: int | None = None
     overlap: int | None = None
-    batch: int = 2
+    batch: int = 0  # 0: automatic (from the GPU's free memory; 2 on CPU)
     score: float | None = None
     iou: float | None = None
     aoi: str | None = None
@@ -34,8 +34,9 @@ class DetectRequest:
 
     def to_args(self) -> list[str]:
         """The arguments after ``detect`` for the engine CLI / warm worker."""
-        args = [self.source, "-o", self.output, "--layer", self.layer, "--device", engine_device(self.device),
-                "--batch", str(int(self.batch))]
+        args = [self.source, "-o", self.output, "--layer", self.layer, "--device", engine_device(self.device)]
+        if int(self.batch) > 0:
+            args += ["--batch", str(int(self.batch))]
         if self.model:
             args += ["--model", self.model]
         optional = (("--tile", self.tile), ("--overlap", self.overlap), ("--score", self.score),

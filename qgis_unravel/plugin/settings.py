@@ -21,7 +21,7 @@ class Choices:
     device: str = "auto"
     tile: int = 1024
     overlap: int = 200
-    batch: int = 2
+    batch: int = 0  # 0: automatic
     score: float = 0.3
     iou: float = 0.1
     classes: str = ""  # comma-separated class names; empty keeps all

@@ -37,7 +37,7 @@ from ..jobs import known_classes, temp_dir
 from ..request import DetectRequest, parse_classes
 from ..worker_client import WorkerError
 
-DEVICES = ["auto", "cpu", "cuda"]
+DEVICES = ["auto", "cpu", "cuda", "cuda:1", "cuda:2", "cuda:3"]  # "cuda" is the first GPU
 POLYGONS = QgsProcessing.SourceType.TypeVectorPolygon
 _POST_PROCESSORS: list = []  # Processing holds them weakly: keep them alive here
 
@@ -92,7 +92,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                                                      defaultValue=0))
         self.addParameter(number(self.TILE, "Tile size (pixels)", integer, 1024, False, 64, 8192))
         self.addParameter(number(self.OVERLAP, "Tile overlap (pixels)", integer, 200, False, 0, 4096))
-        self.addParameter(number(self.BATCH, "Batch size (tiles)", integer, 2, False, 1, 256))
+        self.addParameter(number(self.BATCH, "Batch size (tiles, 0 = automatic)", integer, 0, False, 0, 256))
         self.addParameter(number(self.SCORE, "Score threshold", double, 0.3, False, 0.0, 1.0))
         self.addParameter(number(self.IOU, "Merge IoU (between tiles)", double, 0.1, False, 0.0, 1.0))
         self.addParameter(QgsProcessingParameterString(
