@@ -289,3 +289,25 @@ def test_mixed_precision_is_float32_off_cuda_and_auto_waits_for_gpu_figures():
     assert isinstance(autocast("cpu", "fp16"), contextlib.nullcontext)
     with pytest.raises(UserError, match="mixed precision"):
         resolve_amp("fp8", "cuda", "unravelnet")
+
+
+def test_results_left_on_the_device_are_selected_and_copied_back_like_numpy_ones():
+    import torch
+
+    from qgis_unravel.engine.detect import _inside_tile, _on_host
+    from qgis_unravel.engine.windows import tile_grid
+
+    tiles = tile_grid(300, 200, 128, 0).tiles  # the right and bottom tiles are padded
+    rng = np.random.default_rng(0)
+    outs = [{"boxes": np.c_[rng.uniform(-10, 140, (n, 2)), rng.uniform(5, 30, (n, 2)), np.zeros(n)]
+             .astype(np.float32), "scores": rng.uniform(0, 1, n).astype(np.float32),
+             "labels": rng.integers(0, 3, n)} for n in (7, 0, 5, 9, 3, 4)]
+    expected = [_inside_tile(t, o) for t, o in zip(tiles, outs)]
+    as_tensors = [{k: torch.from_numpy(np.asarray(v)) for k, v in o.items()} for o in outs]
+    mixed = [_inside_tile(t, o) for t, o in zip(tiles[:3], as_tensors[:3])] + expected[3:]
+    got = _on_host(mixed)
+    assert any(len(e.scores) < len(o["scores"]) for e, o in zip(expected, outs))  # some were dropped
+    for g, e in zip(got, expected):
+        assert g.tile == e.tile and isinstance(g.boxes, np.ndarray)
+        assert np.allclose(g.boxes, e.boxes) and np.allclose(g.scores, e.scores)
+        assert np.array_equal(g.labels, e.labels)

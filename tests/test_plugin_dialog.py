@@ -239,3 +239,15 @@ def test_first_gpu_is_the_engines_plain_cuda():
     args = DetectRequest(source="a.tif", output="b.gpkg", model="m.pth", device="cuda:0").to_args()
     assert args[args.index("--device") + 1] == "cuda"
     assert detect_parser().parse_args(args).device == "cuda"
+
+
+def test_automatic_batch_size_leaves_the_choice_to_the_engine(dialog, tmp_path):
+    fill(dialog, "/models/my_checkpoint.pth")
+    dialog.batch_spin.setValue(0)
+    assert dialog.batch_spin.text() == "Automatic"
+    dialog.device_combo.addItem("GPU 1", "cuda:1")
+    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cuda:1"))
+    _choices, job = dialog.build_job()
+    assert "--batch" not in job.request.to_args()
+    args = detect_parser().parse_args(job.request.to_args())
+    assert _options(args, None).batch_size is None and args.device == "cuda:1"

@@ -197,27 +197,27 @@ def _run_tiles(
 def _inside_tile(tile: Tile, out: dict) -> TileDetections:
     """Keep the detections whose centre lies on the raster part of the tile (not the padding).
 
-    Tensors stay on their device (filtered there); ``_on_host`` brings them all back at once.
+    Tensors are left whole on their device (a boolean selection there would wait for the GPU);
+    ``_on_host`` copies them all back at once and makes the same selection.
     """
     boxes, scores, labels = out["boxes"], out["scores"], out["labels"]
     if not isinstance(boxes, np.ndarray) and hasattr(boxes, "device"):  # a torch tensor
-        boxes = boxes.reshape(-1, 5)
-        keep = _centre_inside(boxes, tile)
-        return TileDetections(tile, boxes[keep], scores.reshape(-1)[keep], labels.reshape(-1)[keep])
+        return TileDetections(tile, boxes.reshape(-1, 5), scores.reshape(-1), labels.reshape(-1))
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
     keep = _centre_inside(boxes, tile)
     return TileDetections(tile, boxes[keep], np.asarray(scores).reshape(-1)[keep],
                           np.asarray(labels).reshape(-1)[keep])
 
 
-def _centre_inside(boxes: Any, tile: Tile) -> Any:
-    """Mask of boxes (numpy or torch) whose centre lies on the tile's raster part."""
+def _centre_inside(boxes: np.ndarray, tile: Tile) -> np.ndarray:
+    """Mask of the boxes whose centre lies on the tile's raster part."""
     x, y = boxes[:, 0], boxes[:, 1]
     return (x >= 0) & (x < tile.width) & (y >= 0) & (y < tile.height)
 
 
 def _on_host(parts: List[TileDetections]) -> List[TileDetections]:
-    """The per-tile detections as numpy arrays, with one device-to-host copy for all of them."""
+    """The per-tile detections as numpy arrays, with one device-to-host copy for all of those
+    still on a device, selected as ``_inside_tile`` selects numpy results."""
     on_device = [p for p in parts if not isinstance(p.boxes, np.ndarray)]
     if not on_device:
         return parts
@@ -227,14 +227,15 @@ def _on_host(parts: List[TileDetections]) -> List[TileDetections]:
     boxes = torch.cat([p.boxes.float() for p in on_device]).cpu().numpy().astype(np.float64)
     scores = torch.cat([p.scores.float() for p in on_device]).cpu().numpy()
     labels = torch.cat([p.labels.long() for p in on_device]).cpu().numpy()
-    host = iter(np.split(np.arange(len(scores)), np.cumsum(counts)[:-1]))
+    rows = iter(np.split(np.arange(len(scores)), np.cumsum(counts)[:-1]))
     out = []
     for p in parts:
         if isinstance(p.boxes, np.ndarray):
             out.append(p)
-        else:
-            rows = next(host)
-            out.append(TileDetections(p.tile, boxes[rows], scores[rows], labels[rows]))
+            continue
+        mine = next(rows)
+        keep = mine[_centre_inside(boxes[mine], p.tile)]
+        out.append(TileDetections(p.tile, boxes[keep], scores[keep], labels[keep]))
     return out
 
 
