@@ -17,7 +17,7 @@ def test_gpu_check_dry_run_runs_every_step_on_cpu(repo_root, golden_dir, tmp_pat
     env = {**os.environ, "PYTHON": sys.executable, "QGIS_UNRAVEL_GOLDEN": str(golden_dir)}
     env.pop("OUT", None)
     proc = subprocess.run(["bash", "bench/gpu_check.sh", "--cpu-dry-run", "--out", str(tmp_path)],
-                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=1200)
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=1800)
     summary = (tmp_path / "gpu_check-dry-run.txt").read_text()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "CPU DRY RUN" in summary
