@@ -376,7 +376,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-dry-run", action="store_true", help="every step on CPU with tiny sizes")
     parser.add_argument("--device", default=None, help="cuda, cuda:N (default cuda; cpu for the dry run)")
-    parser.add_argument("--budget-s", type=float, default=None, help="time budget in seconds (default 420; the dry run has none)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="time budget in seconds (default 420; the dry run has none)")
     parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for the summary file")
     parser.add_argument("--no-commit-copy", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
