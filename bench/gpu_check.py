@@ -295,10 +295,10 @@ def step_end_to_end(device: str, raster_size: int, tile: int, amp: str, scratch:
     from bench_detect import make_raster
 
     from qgis_unravel.engine.detect import detect_raster
-    from qgis_unravel.engine.options import DetectOptions
     from qgis_unravel.engine.raster import describe, open_dataset
     from qgis_unravel.engine.reader import TileReader, processing_grid
     from qgis_unravel.engine.scaling import choose_scaling
+    from qgis_unravel.engine.spec import RunSpec
     from qgis_unravel.engine.windows import tile_grid
 
     path = make_raster(scratch / f"e2e_{raster_size}.tif", raster_size)
@@ -306,8 +306,8 @@ def step_end_to_end(device: str, raster_size: int, tile: int, amp: str, scratch:
     from bench_network import make_input
 
     few_candidates(det, make_input(tile).to(device))
-    options = DetectOptions(tile_size=tile, overlap=tile // 5, amp=amp)
-    detect_raster(path, det, DetectOptions(tile_size=tile, overlap=tile // 5, amp=amp,
+    options = RunSpec(tile_size=tile, overlap=tile // 5, amp=amp)
+    detect_raster(path, det, RunSpec(tile_size=tile, overlap=tile // 5, amp=amp,
                                            aoi=_corner_aoi(path, tile)))  # warm-up: cudnn, allocator
     sync(device)
     t0 = time.perf_counter()
