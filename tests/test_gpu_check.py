@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 STEPS = ("runtime", "parity", "amp-golden", "amp-demo", "throughput", "end-to-end")
 
 
+@pytest.mark.timeout(1800)  # about a minute on a quiet 2-core machine; far more on a crowded one
 def test_gpu_check_dry_run_runs_every_step_on_cpu(repo_root, golden_dir, tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "QGIS_UNRAVEL_GOLDEN": str(golden_dir)}
     env.pop("OUT", None)
