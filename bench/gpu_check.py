@@ -98,14 +98,9 @@ LEAN_PROPOSALS: Optional[int] = None  # the dry run caps the RPN's proposals: pl
 
 def random_detector(keys_file: Path, device: str, seed: int = 0) -> Any:
     """A full-size detector built from a golden key list, random weights, eval mode, fast."""
-    from qgis_unravel.detector.checkpoint import build_detector
+    from bench_network import detector_from_keys
 
-    shapes = {}
-    for line in keys_file.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        shapes[key] = torch.zeros(json.loads(shape), dtype=getattr(torch, dtype))
-    torch.manual_seed(seed)
-    detector = build_detector(shapes, load=False)
+    detector = detector_from_keys(keys_file, seed)
     detector.fast = True
     if LEAN_PROPOSALS:
         detector.rpn_nms_pre = detector.rpn_max_proposals = LEAN_PROPOSALS
