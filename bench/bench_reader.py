@@ -75,23 +75,24 @@ def make_raster(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
-def read_all(path: Path, tile: int, overlap: int, threads: int, limit: Optional[int]) -> Tuple[float, int]:
-    """Seconds to read and stretch every tile (or the first ``limit``) with ``threads`` threads,
-    and the number of tiles."""
+def read_all(path: Path, tile: int, overlap: int, threads: int,
+             limit: Optional[int]) -> Tuple[float, float, int]:
+    """Wall and process CPU seconds to read and stretch every tile (or the first ``limit``)
+    with ``threads`` threads, and the number of tiles."""
     with open_dataset(path) as ds:
         info = describe(ds, None)
         scaling = choose_scaling(ds, info.bands, None)
     pgrid = processing_grid(info.width, info.height, None, None)
     tiles = tile_grid(pgrid.width, pgrid.height, tile, overlap).tiles[:limit]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     count = 0
     depth = 2 * threads + 2
     with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth=depth, threads=threads) as it:
         for _tile, image in it:
             count += image is not None
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert count == len(tiles)
-    return elapsed, len(tiles)
+    return elapsed, cpu, len(tiles)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -114,17 +115,22 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"tiles {args.tile} overlap {args.overlap}; "
           f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rates: Dict[int, List[float]] = {t: [] for t in args.threads}
+    cpu_ms: Dict[int, List[float]] = {t: [] for t in args.threads}
     for _ in range(args.rounds):
         for threads in args.threads:
-            seconds, n = read_all(path, args.tile, args.overlap, threads, args.limit)
+            seconds, cpu, n = read_all(path, args.tile, args.overlap, threads, args.limit)
             rates[threads].append(n / seconds)
+            cpu_ms[threads].append(1000 * cpu / n)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     base = statistics.median(rates[args.threads[0]])
-    print(f"{'threads':>8}{'tiles/s median':>16}{'min':>8}{'max':>8}{'vs first':>10}{'vs 50/s':>9}")
+    print(f"{'threads':>8}{'tiles/s median':>16}{'min':>8}{'max':>8}{'vs first':>10}{'vs 50/s':>9}"
+          f"{'CPU ms/tile':>13}")
     for threads, r in rates.items():
         med = statistics.median(r)
         print(f"{threads:>8}{med:16.1f}{min(r):8.1f}{max(r):8.1f}{med / base:10.2f}"
-              f"{med / TARGET_TILES_PER_S:9.2f}")
+              f"{med / TARGET_TILES_PER_S:9.2f}{statistics.median(cpu_ms[threads]):13.1f}")
+    print("CPU ms/tile is process CPU time (all threads) per tile: on a machine with free cores, "
+          "k threads deliver up to k x 1000 / (CPU ms/tile) tiles/s")
 
 
 if __name__ == "__main__":
