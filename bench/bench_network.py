@@ -51,8 +51,14 @@ def golden_dir() -> Path:
 
 def tiny_detector(seed: int = 0) -> Any:
     """Full-size Tiny UnravelNet Oriented R-CNN, random weights, eval mode."""
+    return detector_from_keys(golden_dir() / "state_dict_keys_tiny.txt", seed)
+
+
+def detector_from_keys(keys_file: Path, seed: int = 0) -> Any:
+    """The detector whose state dict a golden key list (key, shape, dtype per line) describes,
+    with random weights, eval mode."""
     shapes = {}
-    for line in (golden_dir() / "state_dict_keys_tiny.txt").read_text().splitlines():
+    for line in keys_file.read_text().splitlines():
         key, shape, dtype = line.split("\t")
         shapes[key] = torch.zeros(json.loads(shape), dtype=getattr(torch, dtype))
     torch.manual_seed(seed)

@@ -3,8 +3,8 @@
 The zip holds one top-level folder, ``qgis_unravel/``, which is the Python package plus
 ``metadata.txt``, ``resources/`` and the model cards from ``models/``, with the weights of the
 UnravelNet demo model (``ZIP_MODELS``; its card says ``"availability": "bundled"``), so a zip
-install runs offline at once. No other weights: users download those, and the QGIS plugin repository refuses zips over
-25 MB, a limit this script enforces.
+install runs offline at once. No other weights: users download those, and the QGIS plugin
+repository refuses zips over 25 MB, a limit this script enforces.
 
 Usage: python scripts/build_plugin.py [--out DIR]   (prints the zip's path)
 """

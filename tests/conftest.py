@@ -43,6 +43,22 @@ def reduced_golden(golden_dir):
 
 
 @pytest.fixture(scope="session")
+def test_device() -> str:
+    """Where the parity tests run the network: ``QGIS_UNRAVEL_TEST_DEVICE`` (cpu, cuda, cuda:N),
+    cpu by default; ``bench/gpu_check.sh`` sets it to run them on a GPU. TF32 is switched off
+    there, since the tolerances are float32's (reduced precision is measured by the check)."""
+    name = os.environ.get("QGIS_UNRAVEL_TEST_DEVICE", "cpu")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.fail(f"QGIS_UNRAVEL_TEST_DEVICE={name} but torch sees no CUDA GPU")
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return name
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
 

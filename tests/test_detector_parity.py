@@ -29,15 +29,15 @@ PROPOSAL_SCORE_ATOL = 2e-5
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
-def case(request, golden_dir, golden_info):
+def case(request, golden_dir, golden_info, test_device):
     ckpt, io_name = MODELS[request.param]
-    det = load_detector(golden_dir / ckpt)
+    det = load_detector(golden_dir / ckpt, device=test_device)
     det.roi_head.test_cfg.score_thr = golden_info[request.param]["score_thr"]  # the golden run's
     io = np.load(golden_dir / io_name)
-    stages = det.run_stages(torch.from_numpy(io["input"])[None])
+    stages = det.run_stages(torch.from_numpy(io["input"])[None].to(test_device))
     ((boxes, scores, labels),) = stages["detections"]
-    out = {"boxes": boxes, "scores": scores, "labels": labels}
-    return det, io, stages["features"], stages["proposals"][0], out
+    out = {"boxes": boxes.cpu(), "scores": scores.cpu(), "labels": labels.cpu()}
+    return det, io, [f.cpu() for f in stages["features"]], stages["proposals"][0].cpu(), out
 
 
 def angle_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -53,10 +53,10 @@ def assert_dets_close(boxes, scores, expected: np.ndarray) -> None:
     torch.testing.assert_close(scores, exp[:, 5], atol=1e-5, rtol=0)
 
 
-def test_input_normalisation_matches_mmdet(golden_dir):
+def test_input_normalisation_matches_mmdet(golden_dir, test_device):
     io = np.load(golden_dir / "reduced_model_io.npz")
-    batch = make_batch([io["image_rgb_uint8"]], (256, 256), torch.device("cpu"))
-    torch.testing.assert_close(batch[0], torch.from_numpy(io["input"]), atol=1e-6, rtol=0)
+    batch = make_batch([io["image_rgb_uint8"]], (256, 256), torch.device(test_device))
+    torch.testing.assert_close(batch[0].cpu(), torch.from_numpy(io["input"]), atol=1e-6, rtol=0)
 
 
 def test_fpn_features_match(case):

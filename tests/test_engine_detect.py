@@ -269,3 +269,93 @@ def test_tiling_defaults_come_from_the_model_and_fp16_is_a_no_op_off_cuda():
     det.info = {}
     assert tiling(det, RunSpec()) == (1024, 200)
     assert isinstance(_autocast(det, True), contextlib.nullcontext)
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError."""
+
+
+class SmallGpuDetector(BrightObjectDetector):
+    """A detector on a fake GPU that holds ``capacity`` tiles at a time, and fewer as the run goes
+    on (``shrink_after`` calls): a mid-run out-of-memory, as when another program takes memory."""
+
+    def __init__(self, capacity: int, shrink_after: int = 10**9, **kw):
+        super().__init__(**kw)
+        self.device = "cuda:0"
+        self.capacity, self.shrink_after = capacity, shrink_after
+        self.tiles_done = 0
+
+    def predict(self, images, batch_size=4, **settings):
+        if len(self.calls) >= self.shrink_after:
+            self.capacity = 1
+        if len(images) > self.capacity:
+            self.calls.append(-len(images))
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.tiles_done += len(images)
+        return super().predict(images, batch_size, **settings)
+
+
+def test_out_of_memory_mid_run_halves_the_batch_and_keeps_every_tile(tmp_path):
+    rects = [(40.0 + 128 * i, 60.0 + 128 * j, 30.0, 10.0, 0.0, RED) for i in range(4) for j in range(4)]
+    path = write_raster(tmp_path / "oom.tif", scene(512, 512, rects))
+    reference = detect_raster(path, BrightObjectDetector(), RunSpec(tile_size=128, overlap=0))
+    det = SmallGpuDetector(capacity=4, shrink_after=2)
+    result = detect_raster(path, det, RunSpec(tile_size=128, overlap=0, batch_size=4, amp="off"))
+    assert det.tiles_done == 16 and result.tiles_done == 16 and not result.partial
+    assert len(result) == len(reference) == 16
+    assert np.allclose(np.sort(result.boxes_px[:, 0]), np.sort(reference.boxes_px[:, 0]))
+    assert [c for c in det.calls if c < 0] == [-4, -2]  # halved twice, then batch 1 went on
+    assert len(result.warnings) == 1 and "continued with 1" in result.warnings[0]
+
+
+def test_a_tile_too_large_for_the_gpu_is_one_clear_message(tmp_path):
+    path = write_raster(tmp_path / "big.tif", scene(256, 256, [(60.0, 60.0, 30.0, 10.0, 0.0, RED)]))
+    with pytest.raises(UserError, match="single tile.*--device cpu"):
+        detect_raster(path, SmallGpuDetector(capacity=0),
+                      RunSpec(tile_size=128, overlap=0, batch_size=2, amp="off"))
+
+
+def test_automatic_batch_size_on_cpu_and_several_reading_threads_give_the_same_result(tmp_path):
+    rects = [(40.0 + 100 * i, 50.0, 30.0, 10.0, 0.3, GREEN) for i in range(5)]
+    path = write_raster(tmp_path / "auto.tif", scene(256, 512, rects))
+    one = detect_raster(path, BrightObjectDetector(), RunSpec(tile_size=128, overlap=32))
+    det = BrightObjectDetector()
+    many = detect_raster(path, det, RunSpec(tile_size=128, overlap=32, read_threads=3))
+    assert max(det.calls) == 2  # automatic: 2 tiles per call on CPU
+    assert np.array_equal(one.boxes_px, many.boxes_px) and np.array_equal(one.scores, many.scores)
+
+
+def test_mixed_precision_is_float32_off_cuda_and_auto_waits_for_gpu_figures():
+    import contextlib
+
+    from qgis_unravel.engine.precision import AUTO_AMP, autocast, resolve_amp
+
+    assert resolve_amp("bf16", "cpu", "unravelnet") is None
+    assert resolve_amp("fp16", "cuda:1", "legnet") == "fp16"
+    assert resolve_amp("off", "cuda", "unravelnet") is None
+    assert resolve_amp("auto", "cuda", "unravelnet") == AUTO_AMP.get("unravelnet")
+    assert isinstance(autocast("cpu", "fp16"), contextlib.nullcontext)
+    with pytest.raises(UserError, match="mixed precision"):
+        resolve_amp("fp8", "cuda", "unravelnet")
+
+
+def test_results_left_on_the_device_are_selected_and_copied_back_like_numpy_ones():
+    import torch
+
+    from qgis_unravel.engine.detect import _inside_tile, _on_host
+    from qgis_unravel.engine.windows import tile_grid
+
+    tiles = tile_grid(300, 200, 128, 0).tiles  # the right and bottom tiles are padded
+    rng = np.random.default_rng(0)
+    outs = [{"boxes": np.c_[rng.uniform(-10, 140, (n, 2)), rng.uniform(5, 30, (n, 2)), np.zeros(n)]
+             .astype(np.float32), "scores": rng.uniform(0, 1, n).astype(np.float32),
+             "labels": rng.integers(0, 3, n)} for n in (7, 0, 5, 9, 3, 4)]
+    expected = [_inside_tile(t, o) for t, o in zip(tiles, outs)]
+    as_tensors = [{k: torch.from_numpy(np.asarray(v)) for k, v in o.items()} for o in outs]
+    mixed = [_inside_tile(t, o) for t, o in zip(tiles[:3], as_tensors[:3])] + expected[3:]
+    got = _on_host(mixed)
+    assert any(len(e.scores) < len(o["scores"]) for e, o in zip(expected, outs))  # some were dropped
+    for g, e in zip(got, expected):
+        assert g.tile == e.tile and isinstance(g.boxes, np.ndarray)
+        assert np.allclose(g.boxes, e.boxes) and np.allclose(g.scores, e.scores)
+        assert np.array_equal(g.labels, e.labels)

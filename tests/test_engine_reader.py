@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import rasterio
@@ -10,7 +12,7 @@ from test_engine_fakes import write_raster
 
 from qgis_unravel.engine.errors import UserError
 from qgis_unravel.engine.raster import describe, open_dataset
-from qgis_unravel.engine.reader import NEUTRAL_RGB, Prefetcher, ProcessingGrid, TileReader
+from qgis_unravel.engine.reader import NEUTRAL_RGB, Prefetcher, ProcessingGrid, TileReader, reader_threads_for
 from qgis_unravel.engine.scaling import Scaling, choose_scaling
 from qgis_unravel.engine.windows import tile_grid
 
@@ -149,3 +151,36 @@ def test_truncated_tiff_fails_with_a_user_error_when_read(tmp_path):
         ds, info, reader = _reader(cut)
         for tile in tile_grid(512, 512, 256, 0).tiles:
             reader.read(tile)
+
+
+def test_several_reading_threads_give_the_same_tiles_in_order(tmp_path):
+    rng = np.random.default_rng(3)
+    path = write_raster(tmp_path / "r.tif", rng.integers(0, 255, (300, 260, 3), dtype=np.uint8))
+    _, info, reader = _reader(path)
+    grid = tile_grid(260, 300, 64, 16)
+    expected = [(t.index, reader.read(t)) for t in grid.tiles]
+    with Prefetcher(info.path, info.bands, reader.scaling, reader.grid, grid.tiles,
+                    depth=3, threads=4) as tiles:
+        got = [(tile.index, image) for tile, image in tiles]
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected))
+
+
+def test_closing_early_stops_every_reading_thread(tmp_path):
+    path = write_raster(tmp_path / "c.tif", np.full((200, 200, 3), 9, np.uint8))
+    _, info, reader = _reader(path)
+    grid = tile_grid(200, 200, 32, 0)
+    before = threading.active_count()
+    with Prefetcher(info.path, info.bands, reader.scaling, reader.grid, grid.tiles,
+                    depth=4, threads=3) as tiles:
+        first = next(iter(tiles))
+    assert first[0].index == 0
+    assert threading.active_count() == before
+
+
+def test_reader_threads_default_to_one_on_cpu_and_several_on_a_gpu():
+    assert reader_threads_for("cpu") == 1
+    assert reader_threads_for("cuda:0") >= 1
+    assert reader_threads_for("cpu", 3) == 3
+    with pytest.raises(UserError):
+        reader_threads_for("cpu", 0)

@@ -84,3 +84,24 @@ def test_dialog_adds_the_workers_torch_view_when_it_answers(qgis_app):
         dialog.deleteLater()
         QgsSettings().remove("qgis_unravel/worker_python")
         interpreter.clear_cache()
+
+
+def test_gpu_section_names_driver_versions_and_free_memory():
+    from qgis_unravel.plugin.diagnostics import runtime_lines
+
+    hello = {"torch": "2.13.0+cu128", "cuda_version": "12.8", "cuda": True, "driver": "570.86.15",
+             "cudnn": 90800, "devices": [{"index": 1, "name": "NVIDIA H200", "free_mb": 140000,
+                                          "total_mb": 143771, "capability": "9.0"}]}
+    text = "\n".join(runtime_lines(hello))
+    for part in ("2.13.0+cu128", "CUDA build 12.8", "driver 570.86.15", "cuDNN 90800", "cuda:1",
+                 "NVIDIA H200", "140000 MiB free of 143771 MiB", "compute capability 9.0"):
+        assert part in text
+    cpu = "\n".join(runtime_lines({"torch": "2.13.0+cpu", "cuda_version": None, "cuda": False}))
+    assert "CPU build" in cpu and "driver" not in cpu
+
+
+def test_worker_hello_reports_cuda_fields_without_a_gpu():
+    from qgis_unravel.app.worker import describe_runtime
+
+    hello = describe_runtime()
+    assert hello["torch"] and "cuda_version" in hello and isinstance(hello["devices"], list)

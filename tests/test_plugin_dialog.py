@@ -358,3 +358,14 @@ def test_a_bad_choice_gets_the_specs_own_message():
 
     with pytest.raises(SpecError, match=r"overlap \(300\) must be smaller than the tile size \(256\)"):
         build_spec(source="a.tif", output="b.gpkg", model="m.pth", tile=256, overlap=300)
+
+
+def test_automatic_batch_size_leaves_the_choice_to_the_engine(dialog):
+    fill(dialog, "/models/my_checkpoint.pth")
+    dialog.use_model_settings()
+    assert dialog.batch_spin.text() == "Automatic"
+    dialog.batch_spin.setValue(0)
+    dialog.device_combo.addItem("GPU 1", "cuda:1")
+    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cuda:1"))
+    _choices, job = dialog.build_job()
+    assert job.request.batch_size is None and job.request.device == "cuda:1"

@@ -57,7 +57,7 @@ def test_global_defaults_without_a_card_and_a_small_tile_caps_the_overlap():
     spec = RunSpec(model="/x/my model.pth").resolve()
     assert (spec.tile_size, spec.overlap, spec.score_threshold) == (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP,
                                                                     DEFAULT_SCORE)
-    assert spec.batch_size == 2 and spec.model_name == "my model"
+    assert spec.batch_size is None and spec.model_name == "my model"  # the engine sizes it to the device
     small = RunSpec(tile_size=256).resolve(ModelDefaults(tile_size=1024, overlap=200))
     assert small.overlap == 64  # a quarter of the tile, not the card's 200
 
@@ -81,6 +81,8 @@ def test_json_round_trip_keeps_every_field():
     ({"overlap": -1}, "overlap must be a whole number"),
     ({"tile_size": 256, "overlap": 256}, "must be smaller than the tile size"),
     ({"batch_size": 0}, "batch size"),
+    ({"amp": "fp8"}, "mixed precision"),
+    ({"read_threads": 0}, "reading threads"),
     ({"score_threshold": 1.5}, r"score threshold must be in \[0, 1\]"),
     ({"nms_iou": 0.0}, r"NMS IoU must be in \(0, 1\]"),
     ({"merge_iou": 2}, "merge IoU"),

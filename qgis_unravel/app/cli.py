@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.errors import Cancelled, UserError
+from ..engine.precision import AMP_CHOICES
 from ..engine.spec import ModelDefaults, RunSpec
 from ..worker import protocol
 from . import models_cli, train_cli
@@ -62,10 +63,16 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--max-detections", type=int,
                         help="most detections per tile (default: the model card's)")
     parser.add_argument("--classes", help="keep only these classes, e.g. plane,ship (default: all)")
-    parser.add_argument("--batch", type=int, help="tiles per network call (default: automatic, 2 today)")
+    parser.add_argument("--batch", type=int,
+                        help="tiles per network call (default: from the GPU's free memory; 2 on CPU)")
     parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda or cuda:N (default auto: CUDA when available)")
-    parser.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
+    parser.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                        help="mixed precision on CUDA (default auto: only where the GPU parity figures "
+                             "allow it; always float32 on CPU)")
+    parser.add_argument("--fp16", action="store_true", help="the same as --amp fp16")
+    parser.add_argument("--read-threads", type=int, default=None,
+                        help="threads reading tiles (default: 1 on CPU, up to 4 on a GPU)")
     parser.add_argument("--bands", help="bands to use as R,G,B, e.g. 3,2,1, or one band for grey")
     parser.add_argument("--range", dest="value_range",
                         help="MIN,MAX mapped to 0..255 (default: uint8 as is, else a 2-98%% stretch)")
@@ -150,7 +157,8 @@ def spec_from_args(args: argparse.Namespace, raster: Optional[str] = None) -> Ru
         classes=tuple(_names(args.classes)) if args.classes else (),
         bands=tuple(_int_list(args.bands, "--bands")) if args.bands else None,
         value_range=_range(args.value_range) if args.value_range else None,
-        gsd=args.gsd, aoi=args.aoi, fp16=args.fp16, seam_rule=not args.no_seam_rule,
+        gsd=args.gsd, aoi=args.aoi, fp16=args.fp16, amp=args.amp, read_threads=args.read_threads,
+        seam_rule=not args.no_seam_rule,
     ).validate()
 
 

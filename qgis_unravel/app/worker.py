@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import subprocess
 import sys
 import threading
 import traceback
@@ -45,10 +46,12 @@ class CancelFlag(threading.Event):
 
 
 def describe_runtime() -> dict[str, Any]:
-    """The ``hello`` event: the engine's copy and version, Python, torch and the GPUs.
+    """The ``hello`` event: the engine's copy and version, Python, torch, CUDA (build, driver,
+    cuDNN) and the GPUs with their free memory.
 
     ``engine_path`` and ``engine_version`` let the plugin check that the worker imported the
-    plugin's own engine, not another copy found first on the interpreter's path.
+    plugin's own engine, not another copy found first on the interpreter's path; the
+    diagnostics report shows the rest and the dialog fills its device list from it.
     """
     hello: dict[str, Any] = {"type": "hello", "protocol": protocol.PROTOCOL_VERSION,
                              "engine_path": str(paths.PACKAGE_DIR), "engine_version": paths.version(),
@@ -64,13 +67,38 @@ def describe_runtime() -> dict[str, Any]:
     try:
         if torch.cuda.is_available():
             hello["cuda"] = True
+            hello["driver"] = nvidia_driver_version()
+            hello["cudnn"] = torch.backends.cudnn.version()
             for index in range(torch.cuda.device_count()):
-                free, _total = torch.cuda.mem_get_info(index)
+                free, total = torch.cuda.mem_get_info(index)
+                major, minor = torch.cuda.get_device_capability(index)
                 hello["devices"].append({"index": index, "name": torch.cuda.get_device_name(index),
-                                         "free_mb": int(free // 2**20)})
+                                         "free_mb": int(free // 2**20), "total_mb": int(total // 2**20),
+                                         "capability": f"{major}.{minor}"})
     except Exception as exc:  # a broken driver must not stop the worker
         hello["cuda_error"] = f"{type(exc).__name__}: {exc}"
     return hello
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version (e.g. 550.54.15): from NVML when installed, else nvidia-smi."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no NVML binding or no library: ask the command-line tool
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip().splitlines()[0] or None
+    except Exception:
+        return None
 
 
 class Job:

@@ -109,16 +109,22 @@ class DetectorBase(nn.Module):
             )
 
     # images ----------------------------------------------------------------------
+    # ``predict(..., on_device=True)`` is understood (the engine asks before using it).
+    predicts_on_device = True
+
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 4, *,
                 thresholds: Optional[Thresholds] = None,
-                normalization: Optional[Normalization] = None) -> List[Dict[str, np.ndarray]]:
+                normalization: Optional[Normalization] = None,
+                on_device: bool = False) -> List[Dict[str, Any]]:
         """Detect in RGB uint8 (H, W, 3) arrays of any size; numpy results in input order.
 
         Images are normalised (``normalization``; default ImageNet RGB), padded bottom/right
         (with 0 after normalisation, as mmdet does) to a multiple of 32 (a square one when the
         backbone needs it) and batched by padded size. ``thresholds`` (default: the config's)
         apply to this call only: the model is never changed, so one cached model serves
-        concurrent runs with different settings.
+        concurrent runs with different settings. ``on_device=True`` returns the result tensors
+        where the network ran (a GPU caller copies them back once, at the end, instead of
+        waiting for the GPU after every batch).
         """
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise ValueError("predict() takes a list of images; wrap a single image in a list")
@@ -131,7 +137,7 @@ class DetectorBase(nn.Module):
                 batch = make_batch([images[i] for i in chunk], size, self.device, normalization)
                 sizes = [tuple(images[i].shape[:2]) for i in chunk]
                 for i, out in zip(chunk, self(batch, sizes, thresholds)):
-                    results[i] = _to_numpy(out)
+                    results[i] = out if on_device else _to_numpy(out)
         return results  # type: ignore[return-value]
 
     def _group_by_padded_size(self, images: Sequence[np.ndarray]) -> Dict[Tuple[int, int], List[int]]:

@@ -5,27 +5,30 @@ the detector's own defaults: the Python API gets the same rules as the CLI). Thr
 normalisation go to the detector with every call; the detector is never modified.
 
 open and check the raster -> choose bands and scaling -> tile grid (optionally resampled
-and clipped to an AOI) -> tiles read ahead in a thread, batched through the detector ->
-merge across tiles -> map polygons and sizes. Nothing here holds more than a few tiles of
-pixels, so memory stays flat however large the raster is.
+and clipped to an AOI) -> tiles read ahead by reading threads, batched through the detector
+(batch size from the GPU's free memory, halved on out-of-memory) with results kept on the
+device -> one copy back, merge across tiles -> map polygons and sizes. Nothing here holds
+more than a few tiles of pixels, so memory stays flat however large the raster is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import precision
 from .aoi import AreaOfInterest, load_aoi
+from .batching import AdaptiveBatches, resolve_batch_size
 from .contract import Detector, normalization_of, thresholds_of
 from .errors import UserError
 from .georef import Georeferencer, apply_affine, box_corners
 from .merge import Detections, TileDetections, merge
 from .raster import RasterInfo, cancellable, describe, is_remote, open_dataset
-from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid
+from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid, reader_threads_for
 from .result import RasterDetections
 from .scaling import Scaling, choose_scaling
 from .spec import ModelDefaults, RunSpec
@@ -67,6 +70,7 @@ class WindowsRun:
     seen: List[int]  # indices of the windows the network saw
     skipped: int  # windows without a valid pixel
     partial: bool = False  # cancelled before the last window
+    warnings: List[str] = field(default_factory=list)  # e.g. a batch halved after GPU out-of-memory
 
 
 def detect_raster(
@@ -121,9 +125,10 @@ def run_windows(
     progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None,
 ) -> WindowsRun:
     """Read ``tiles`` of one raster and run the detector over them."""
+    notes: List[str] = []
     parts, seen, skipped, partial = _run_tiles(source.info, source.scaling, source.pgrid, tiles,
-                                               detector, options, progress, cancel)
-    return WindowsRun(parts, seen, skipped, partial)
+                                               detector, options, progress, cancel, notes)
+    return WindowsRun(parts, seen, skipped, partial, notes)
 
 
 def finish_raster(plan: RasterPlan, run: WindowsRun, classes: Sequence[str],
@@ -136,7 +141,7 @@ def finish_raster(plan: RasterPlan, run: WindowsRun, classes: Sequence[str],
     order = sorted(range(len(run.parts)), key=lambda i: run.parts[i].tile.index)
     parts = [run.parts[i] for i in order]
     seen = sorted(run.seen)
-    merged = merge(parts, plan.grid, seen, options.merge_iou, options.seam_rule)
+    merged = merge(_on_host(parts), plan.grid, seen, options.merge_iou, options.seam_rule)
     wanted = class_ids(classes, options.classes)
     if wanted is not None:
         merged = merged.take(np.isin(merged.labels, wanted))
@@ -149,7 +154,7 @@ def finish_raster(plan: RasterPlan, run: WindowsRun, classes: Sequence[str],
     result.tiles_skipped = run.skipped
     if plan.pixel_size is not None:
         result.pixel_size_m = options.gsd or (plan.pixel_size[0] + plan.pixel_size[1]) / 2
-    notes = list(plan.notes)
+    notes = list(plan.notes) + list(run.warnings)
     if run.skipped and not seen and not run.partial:
         notes.append("no tile had a valid pixel (all nodata or masked): nothing was detected")
     result.warnings = notes
@@ -192,23 +197,38 @@ def tile_footprint(tile: Tile, pgrid: ProcessingGrid, info: RasterInfo) -> np.nd
     return apply_affine(info.transform, pgrid.to_native(px))
 
 
-def _autocast(detector: Any, fp16: bool) -> contextlib.AbstractContextManager:
-    if not fp16:
-        return contextlib.nullcontext()
-    import torch
+def _autocast(detector: Any, amp: Any) -> contextlib.AbstractContextManager:
+    """Autocast for the detector's device and ``amp`` ("auto", "off", "fp16", "bf16"; a bool
+    is the older fp16 switch); float32 off CUDA."""
+    if isinstance(amp, bool):
+        amp = "fp16" if amp else "off"
+    device = precision.detector_device(detector)
+    dtype_name = precision.resolve_amp(amp, device, precision.detector_backbone(detector))
+    return precision.autocast(device, dtype_name)
 
-    device = str(getattr(detector, "device", "cpu"))
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.float16)
+
+def _amp_setting(options: RunSpec) -> str:
+    return "fp16" if options.fp16 else options.amp
+
+
+def _predict(detector: Any, images: Sequence[np.ndarray], **settings: Any) -> List[dict]:
+    """One network call over ``images`` (``settings``: the per-call thresholds and
+    normalisation); results stay on the detector's device when it can keep them there (no
+    copy back and no wait for the GPU until the merge)."""
+    if getattr(detector, "predicts_on_device", False):
+        return detector.predict(list(images), len(images), on_device=True, **settings)
+    return detector.predict(list(images), len(images), **settings)
 
 
 def _run_tiles(
     info: RasterInfo, scaling: Any, pgrid: ProcessingGrid, tiles: Sequence[Tile], detector: Any,
     options: RunSpec, progress: Optional[ProgressFn], cancel: Optional[threading.Event],
+    notes: Optional[List[str]] = None,
 ) -> Tuple[List[TileDetections], List[int], int, bool]:
-    """Run the network over the tiles as they arrive from the reading thread.
+    """Run the network over the tiles as they arrive from the reading threads.
 
+    The batch size is the options' or, when None, chosen from the device's free memory; a
+    batch that runs out of GPU memory is halved and retried (one warning in ``notes``).
     Returns the per-tile detections, the indices of the tiles the network saw, how many
     tiles were skipped for having no valid pixel, and whether the run was cancelled.
     """
@@ -216,7 +236,13 @@ def _run_tiles(
     seen: List[int] = []
     skipped = 0
     batch: List[Tuple[Tile, np.ndarray]] = []
-    batch_size = max(1, int(options.batch_size))
+    device = precision.detector_device(detector)
+    amp = _amp_setting(options)
+    half = precision.resolve_amp(amp, device, precision.detector_backbone(detector)) is not None
+    thresholds, normalization = thresholds_of(options), normalization_of(options)
+    batches = AdaptiveBatches(
+        lambda chunk: _predict(detector, chunk, thresholds=thresholds, normalization=normalization),
+        resolve_batch_size(options.batch_size, device, int(options.tile_size), half))
 
     reported = [-1]
 
@@ -226,44 +252,84 @@ def _run_tiles(
             reported[0] = done
             progress(done, len(tiles))
 
-    thresholds, normalization = thresholds_of(options), normalization_of(options)
-
     def flush() -> None:
-        with _autocast(detector, options.fp16):
-            outputs = detector.predict([image for _, image in batch], len(batch),
-                                       thresholds=thresholds, normalization=normalization)
+        with _autocast(detector, amp):
+            outputs = batches.run([image for _, image in batch])
         for (tile, _), out in zip(batch, outputs):
             parts.append(_inside_tile(tile, out))
             seen.append(tile.index)
         batch.clear()
         report()
 
-    depth = max(options.prefetch, 2 * batch_size)
-    with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth, cancel) as tiles_read:
-        for tile, image in tiles_read:
-            if cancel is not None and cancel.is_set():
+    depth = max(options.prefetch, 2 * batches.batch_size)
+    threads = reader_threads_for(device, options.read_threads)
+    try:
+        with Prefetcher(info.path, info.bands, scaling, pgrid, tiles, depth, threads,
+                        cancel) as tiles_read:
+            for tile, image in tiles_read:
+                if cancel is not None and cancel.is_set():
+                    return parts, seen, skipped, True
+                if image is None:
+                    skipped += 1
+                    continue
+                batch.append((tile, image))
+                if len(batch) >= batches.batch_size:
+                    flush()
+            if cancel is not None and cancel.is_set():  # the reader stopped waiting for a tile
                 return parts, seen, skipped, True
-            if image is None:
-                skipped += 1
-                continue
-            batch.append((tile, image))
-            if len(batch) >= batch_size:
+            if batch:
                 flush()
-        if cancel is not None and cancel.is_set():  # the reader stopped waiting for a tile
-            return parts, seen, skipped, True
-        if batch:
-            flush()
+    finally:
+        if notes is not None:
+            notes.extend(batches.warnings)
     report()
     # A cancel during the last batch still ends as cancelled (the batch's objects are kept).
     return parts, seen, skipped, bool(cancel is not None and cancel.is_set())
 
 
 def _inside_tile(tile: Tile, out: dict) -> TileDetections:
-    """Keep the detections whose centre lies on the raster part of the tile (not the padding)."""
-    boxes = np.asarray(out["boxes"], dtype=np.float64).reshape(-1, 5)
-    keep = (boxes[:, 0] >= 0) & (boxes[:, 0] < tile.width) & (boxes[:, 1] >= 0) & (boxes[:, 1] < tile.height)
-    return TileDetections(tile, boxes[keep], np.asarray(out["scores"]).reshape(-1)[keep],
-                          np.asarray(out["labels"]).reshape(-1)[keep])
+    """Keep the detections whose centre lies on the raster part of the tile (not the padding).
+
+    Tensors are left whole on their device (a boolean selection there would wait for the GPU);
+    ``_on_host`` copies them all back at once and makes the same selection.
+    """
+    boxes, scores, labels = out["boxes"], out["scores"], out["labels"]
+    if not isinstance(boxes, np.ndarray) and hasattr(boxes, "device"):  # a torch tensor
+        return TileDetections(tile, boxes.reshape(-1, 5), scores.reshape(-1), labels.reshape(-1))
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+    keep = _centre_inside(boxes, tile)
+    return TileDetections(tile, boxes[keep], np.asarray(scores).reshape(-1)[keep],
+                          np.asarray(labels).reshape(-1)[keep])
+
+
+def _centre_inside(boxes: np.ndarray, tile: Tile) -> np.ndarray:
+    """Mask of the boxes whose centre lies on the tile's raster part."""
+    x, y = boxes[:, 0], boxes[:, 1]
+    return (x >= 0) & (x < tile.width) & (y >= 0) & (y < tile.height)
+
+
+def _on_host(parts: List[TileDetections]) -> List[TileDetections]:
+    """The per-tile detections as numpy arrays, with one device-to-host copy for all of those
+    still on a device, selected as ``_inside_tile`` selects numpy results."""
+    on_device = [p for p in parts if not isinstance(p.boxes, np.ndarray)]
+    if not on_device:
+        return parts
+    import torch
+
+    counts = [int(p.boxes.shape[0]) for p in on_device]
+    boxes = torch.cat([p.boxes.float() for p in on_device]).cpu().numpy().astype(np.float64)
+    scores = torch.cat([p.scores.float() for p in on_device]).cpu().numpy()
+    labels = torch.cat([p.labels.long() for p in on_device]).cpu().numpy()
+    rows = iter(np.split(np.arange(len(scores)), np.cumsum(counts)[:-1]))
+    out = []
+    for p in parts:
+        if isinstance(p.boxes, np.ndarray):
+            out.append(p)
+            continue
+        mine = next(rows)
+        keep = mine[_centre_inside(boxes[mine], p.tile)]
+        out.append(TileDetections(p.tile, boxes[keep], scores[keep], labels[keep]))
+    return out
 
 
 def _to_map(merged: Detections, pgrid: ProcessingGrid, info: RasterInfo, georef: Georeferencer,

@@ -2,17 +2,20 @@
 
 Each tile is one windowed read (resampled by GDAL while reading when a processing
 resolution is set), so memory depends on the tile size, never on the raster size. The
-reading thread owns its own dataset handle (GDAL handles are not thread-safe) and stays a
-few tiles ahead of the network through a bounded queue.
+reading threads (one on CPU, several for a GPU, which takes tiles faster than one thread
+decodes them) each own a dataset handle (GDAL handles are not thread-safe) and stay a bounded
+number of tiles ahead of the network, handing tiles over in grid order.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Deque, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -132,67 +135,105 @@ def limit_block_cache(limit: int = BLOCK_CACHE_BYTES) -> None:
         gdal.SetCacheMax(limit)
 
 
-_DONE = object()
+def reader_threads_for(device: str, requested: Optional[int] = None) -> int:
+    """Reading threads for a run: ``requested``, else 1 on CPU (the network needs the cores and
+    one thread keeps ahead of it) and up to 4 on a GPU (which takes tiles faster than one
+    thread decodes them)."""
+    if requested is not None:
+        if int(requested) < 1:
+            raise UserError(f"{requested} reading threads: give at least 1")
+        return int(requested)
+    if str(device).startswith("cuda"):
+        return max(1, min(4, os.cpu_count() or 1))
+    return 1
+
+
+class _ThreadDatasets:
+    """One open dataset per reading thread (GDAL handles are not thread-safe), all closed at the end."""
+
+    def __init__(self, path: str, bands: Sequence[int], scaling: Scaling, grid: ProcessingGrid):
+        self._args = (bands, scaling, grid)
+        self._path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: List[rasterio.io.DatasetReader] = []
+
+    def reader(self) -> TileReader:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            limit_block_cache()
+            yield_to_the_network()
+            ds = open_dataset(self._path)
+            with self._lock:
+                self._open.append(ds)
+            reader = self._local.reader = TileReader(ds, *self._args)
+        return reader
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._open = self._open, []
+        for ds in opened:
+            ds.close()
 
 
 class Prefetcher:
-    """Iterates ``(tile, image_or_None)`` while a thread reads the next tiles ahead.
+    """Iterates ``(tile, image_or_None)`` in tile order while ``threads`` threads read ahead.
 
-    Errors in the thread are re-raised in the consumer. ``close()`` stops the thread;
-    use it as a context manager so a cancel or an exception never leaves it running.
+    At most ``depth`` tiles are read or waiting at any time, so memory stays bounded. Errors in
+    a reading thread are re-raised in the consumer. ``close()`` stops the reading; use it as a
+    context manager so a cancel or an exception never leaves threads running.
     """
 
     def __init__(self, path: str, bands: Sequence[int], scaling: Scaling, grid: ProcessingGrid,
-                 tiles: Sequence[Tile], depth: int = 4, cancel: Optional[threading.Event] = None):
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
+                 tiles: Sequence[Tile], depth: int = 4, threads: int = 1,
+                 cancel: Optional[threading.Event] = None):
+        self._tiles = list(tiles)
+        self._depth = max(1, depth, threads)
+        self._datasets = _ThreadDatasets(path, bands, scaling, grid)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="qgis-unravel-reader")
+        self._pending: Deque[Future] = deque()
+        self._next = 0
+        self._closed = False
         self._cancel = cancel
-        self._args = (path, bands, scaling, grid, list(tiles))
-        self._thread = threading.Thread(target=self._run, name="qgis-unravel-reader", daemon=True)
-        self._thread.start()
+        self._fill()
 
-    def _run(self) -> None:
-        path, bands, scaling, grid, tiles = self._args
-        limit_block_cache()
-        yield_to_the_network()
-        try:
-            with open_dataset(path) as ds:
-                reader = TileReader(ds, bands, scaling, grid)
-                for tile in tiles:
-                    if self._stop.is_set():
-                        return
-                    self._put((tile, reader.read(tile)))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(exc)
-            return
-        self._put(_DONE)
+    def _read(self, tile: Tile) -> Tuple[Tile, Optional[np.ndarray]]:
+        if self._closed:
+            return tile, None
+        return tile, self._datasets.reader().read(tile)
 
-    def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _fill(self) -> None:
+        while not self._closed and len(self._pending) < self._depth and self._next < len(self._tiles):
+            self._pending.append(self._pool.submit(self._read, self._tiles[self._next]))
+            self._next += 1
 
     def __iter__(self) -> Iterator[Tuple[Tile, Optional[np.ndarray]]]:
         """Tiles in order; ends early when ``cancel`` is set, even while a read is stuck."""
-        while True:
+        while self._pending:
             try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._cancel is not None and self._cancel.is_set():
+                item = self._pending[0].result(timeout=0.1)  # re-raises a reading thread's error
+            except FutureTimeout:
+                if self._cancelled():
                     return
                 continue
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
+            self._pending.popleft()
+            self._fill()
             yield item
 
+    def _cancelled(self) -> bool:
+        return self._cancel is not None and self._cancel.is_set()
+
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        """Stop reading. After a cancel, a read stuck on a silent server is not waited for
+        (GDAL's network timeouts end it) and its dataset is left to be closed by its thread."""
+        self._closed = True
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        stuck = self._cancelled()
+        self._pool.shutdown(wait=not stuck)
+        if not stuck:
+            self._datasets.close()
 
     def __enter__(self) -> Prefetcher:
         return self

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import UserError
+from .precision import AMP_CHOICES
 
 # Global defaults: used when neither the user nor the model card says otherwise.
 DEFAULT_TILE_SIZE = 1024
@@ -27,7 +28,6 @@ DEFAULT_OVERLAP = 200
 DEFAULT_SCORE = 0.05  # mmrotate's test_cfg.rcnn.score_thr
 DEFAULT_NMS_IOU = 0.1  # mmrotate's test_cfg.rcnn.nms.iou_thr
 DEFAULT_MAX_DETECTIONS = 2000  # mmrotate's test_cfg.rcnn.max_per_img
-DEFAULT_BATCH_SIZE = 2
 DEFAULT_MEAN: Tuple[float, float, float] = (123.675, 116.28, 103.53)  # ImageNet, RGB, 0..255
 DEFAULT_STD: Tuple[float, float, float] = (58.395, 57.12, 57.375)
 DEFAULT_CHANNEL_ORDER = "RGB"
@@ -39,6 +39,7 @@ MAX_TILE_SIZE = 8192
 MAX_BATCH_SIZE = 256
 MAX_DETECTIONS_LIMIT = 100_000
 MAX_PREFETCH = 64
+MAX_READ_THREADS = 32
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # The knobs ``resolve`` always fills.
@@ -97,7 +98,8 @@ class RunSpec:
     existing output layer.
     model: card id or checkpoint path; device: auto, cpu, cuda or cuda:N.
     tile_size, overlap: tile side and overlap in processing pixels.
-    batch_size: tiles per network call (None: automatic).
+    batch_size: tiles per network call (None: automatic, chosen by the engine from the GPU's
+    free memory; 2 on CPU; an out-of-memory part-way through halves it).
     score_threshold, nms_iou, max_detections: the detector's per-tile post-processing.
     merge_iou: IoU of the cross-tile, per-class rotated NMS (None: the NMS IoU).
     classes: class names to keep (empty keeps all).
@@ -106,8 +108,12 @@ class RunSpec:
     gsd: processing resolution in metres per pixel; None processes native pixels.
     aoi: "minx,miny,maxx,maxy[,CRS]" or the path of a polygon file.
     mean, std, channel_order: the network's input normalisation.
-    fp16: autocast to float16 on CUDA. seam_rule: drop detections cut by an interior tile
-    border when a neighbour tile holds them whole. prefetch: tiles read ahead.
+    fp16: autocast to float16 on CUDA (the older switch: the same as amp="fp16").
+    amp: mixed precision on CUDA: "auto" (only where the GPU parity figures allow it, see
+    ``engine/precision.py``), "off", "fp16" or "bf16"; float32 on CPU whatever the setting.
+    read_threads: threads reading tiles (None: 1 on CPU, up to 4 on CUDA).
+    seam_rule: drop detections cut by an interior tile border when a neighbour tile holds them
+    whole. prefetch: tiles read ahead.
     model_name: stored in every feature's ``model`` attribute (resolve: the card id).
     resolved: set by ``resolve``; the engine refuses to guess on an unresolved spec.
     """
@@ -135,6 +141,8 @@ class RunSpec:
     std: Optional[Tuple[float, float, float]] = None
     channel_order: Optional[str] = None
     fp16: bool = False
+    amp: str = "auto"
+    read_threads: Optional[int] = None
     seam_rule: bool = True
     prefetch: int = 4
     model_name: str = ""
@@ -173,6 +181,9 @@ class RunSpec:
         _int_in(out, "batch size", self.batch_size, 1, MAX_BATCH_SIZE)
         _int_in(out, "max detections", self.max_detections, 1, MAX_DETECTIONS_LIMIT)
         _int_in(out, "prefetch", self.prefetch, 1, MAX_PREFETCH)
+        _int_in(out, "reading threads", self.read_threads, 1, MAX_READ_THREADS)
+        if self.amp not in AMP_CHOICES:
+            out.append(f"mixed precision {self.amp!r}: use one of {', '.join(AMP_CHOICES)}")
         if self.overlap is not None:
             if not _is_int(self.overlap) or self.overlap < 0:
                 out.append(f"overlap must be a whole number of pixels >= 0, not {self.overlap!r}")
@@ -229,7 +240,7 @@ class RunSpec:
         out = replace(
             self,
             tile_size=int(tile), overlap=int(overlap),
-            batch_size=int(_first(self.batch_size, DEFAULT_BATCH_SIZE)),
+            batch_size=self.batch_size,  # None stays: the engine sizes batches to the device
             score_threshold=float(_first(self.score_threshold, d.score_threshold, DEFAULT_SCORE)),
             nms_iou=float(nms_iou),
             merge_iou=float(_first(self.merge_iou, nms_iou)),
@@ -274,7 +285,7 @@ class RunSpec:
         parts = [f"model {self.model_name or self.model}", f"tile {self.tile_size}",
                  f"overlap {self.overlap}", f"score {self.score_threshold}",
                  f"NMS IoU {self.nms_iou}", f"merge IoU {self.merge_iou}",
-                 f"max {self.max_detections}/tile", f"batch {self.batch_size}"]
+                 f"max {self.max_detections}/tile", f"batch {self.batch_size or 'auto'}"]
         if self.gsd is not None:
             parts.append(f"GSD {self.gsd:g} m")
         return ", ".join(parts)

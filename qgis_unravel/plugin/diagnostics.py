@@ -56,12 +56,24 @@ def worker_section(start_worker: bool = True) -> list[str]:
         except WorkerError as exc:
             lines.append(f"- Worker start failed: {exc}")
     if hello:
-        lines.append(f"- torch {hello.get('torch')}, CUDA build {hello.get('cuda_version')}, "
-                     f"CUDA available: {'yes' if hello.get('cuda') else 'no'}")
-        for device in hello.get("devices", []):
-            lines.append(f"  - GPU {device['index']}: {device['name']}, {device['free_mb']} MiB free")
-        if hello.get("cuda_error"):
-            lines.append(f"- CUDA error: {hello['cuda_error']}")
+        lines += runtime_lines(hello)
+    return lines
+
+
+def runtime_lines(hello: dict) -> list[str]:
+    """The worker's torch, CUDA build, NVIDIA driver, cuDNN and each GPU with its free memory."""
+    lines = [f"- torch {hello.get('torch')}, CUDA build {hello.get('cuda_version') or 'none (CPU build)'}, "
+             f"CUDA available: {'yes' if hello.get('cuda') else 'no'}"]
+    if hello.get("cuda"):
+        lines.append(f"- NVIDIA driver {hello.get('driver') or 'unknown'}, "
+                     f"cuDNN {hello.get('cudnn') or 'unknown'}")
+    for device in hello.get("devices", []):
+        total = f" of {device['total_mb']} MiB" if device.get("total_mb") else ""
+        capability = f", compute capability {device['capability']}" if device.get("capability") else ""
+        lines.append(f"  - GPU {device['index']} (cuda:{device['index']}): {device['name']}, "
+                     f"{device['free_mb']} MiB free{total}{capability}")
+    if hello.get("cuda_error"):
+        lines.append(f"- CUDA error: {hello['cuda_error']}")
     return lines
 
 

@@ -123,13 +123,15 @@ class DetectDialog(QDialog):
 
         self.tile_spin = self._spin(64, 8192, 32, " px")
         self.overlap_spin = self._spin(0, 4096, 16, " px")
-        self.batch_spin = self._spin(1, 256, 1, "")
+        self.batch_spin = self._spin(0, 256, 1, "")
+        self.batch_spin.setSpecialValueText("Automatic")  # 0: from the GPU's free memory
         self.tile_spin.setToolTip("Side of the square windows the raster is cut into, in pixels "
                                   "of the processing resolution")
         self.overlap_spin.setToolTip("How much neighbouring windows overlap, so objects on a window's "
                                      "edge are found whole")
         self.batch_spin.setToolTip("Windows run through the network together: larger is faster on a "
-                                   "GPU and needs more memory")
+                                   "GPU and needs more memory; Automatic chooses from the GPU's free "
+                                   "memory")
         form.addRow("Tile size", self.tile_spin)
         form.addRow("Overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)
@@ -347,6 +349,8 @@ class DetectDialog(QDialog):
         if self._follow[key]:
             return None
         value = self._knobs[key][0].value()
+        if key == "batch" and value == 0:
+            return None  # "Automatic": the engine sizes batches to the device
         return round(value, 4) if isinstance(value, float) else value
 
     def _knob_edited(self, key: str) -> None:
@@ -364,9 +368,10 @@ class DetectDialog(QDialog):
         self._showing_model_values = True
         try:
             for key, (spin, field) in self._knobs.items():
+                value = getattr(recommended, field)  # batch_size None: automatic, shown as 0
                 if self._follow[key]:
-                    spin.setValue(getattr(recommended, field))
-                spin.setToolTip(f"The model's setting: {getattr(recommended, field)}")
+                    spin.setValue(0 if value is None else value)
+                spin.setToolTip(f"The model's setting: {'automatic' if value is None else value}")
         finally:
             self._showing_model_values = False
 

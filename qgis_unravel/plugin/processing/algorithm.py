@@ -40,7 +40,7 @@ from ..jobs import known_classes, recommended_spec, temp_dir
 from ..request import SpecError, build_spec, parse_classes
 from ..worker_client import WorkerError
 
-DEVICES = ["auto", "cpu", "cuda"]
+DEVICES = ["auto", "cpu", "cuda", "cuda:1", "cuda:2", "cuda:3"]  # "cuda" is the first GPU
 POLYGONS = QgsProcessing.SourceType.TypeVectorPolygon
 _POST_PROCESSORS: list = []  # Processing holds them weakly: keep them alive here
 
