@@ -95,6 +95,22 @@ def add_train(sub) -> None:
     data.add_argument("--raster", nargs="+", help="training rasters (8-bit RGB GeoTIFF or similar)")
     data.add_argument("--labels", nargs="+", help="polygon layers (GeoPackage, shapefile...), one per raster")
     data.add_argument("--data-dir", help="folder of NAME.tif rasters with NAME.gpkg label layers")
+    data.add_argument(
+        "--dota",
+        help="DOTA-format folder: original images (images/ + labelTxt/, split on the fly) or "
+        "patches (images/ + annfiles/, from 'qgis-unravel dota split')",
+    )
+    data.add_argument("--dota-version", default="1.0", help="DOTA class list for --dota: 1.0, 1.5 or 2.0")
+    data.add_argument(
+        "--difficult",
+        choices=("keep", "ignore"),
+        default="ignore",
+        help="DOTA objects flagged difficult: train on them (keep, as mmrotate's recipes do) or "
+        "leave them out (ignore, the default)",
+    )
+    from .dota.cli import add_split_options
+
+    add_split_options(data)
     data.add_argument("--layer", help="layer name inside the label files (if they hold several)")
     data.add_argument(
         "--class-field", default="class", help="attribute holding the class name (default: class)"
@@ -151,23 +167,17 @@ def _build(args, classes):
 
 
 def run_train(args) -> int:
-    import torch
-
     from .dataset import ChipDataset, discover_classes
-    from .trainer import TrainConfig, Trainer
 
+    if args.dota:
+        return run_train_dota(args)
     if args.tile_size % 32 or args.tile_size < 64:
         raise UsageError(f"--tile-size must be a multiple of 32 and at least 64, got {args.tile_size}")
     if args.oversample_thr < 0:
         raise UsageError(
             f"--oversample-thr must be 0 (off) or a positive fraction, got {args.oversample_thr}"
         )
-    if args.amp and not str(args.device).startswith("cuda"):
-        print("note: --amp only applies on CUDA; training in float32 on the CPU")
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but torch sees no CUDA GPU")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _check_device(args)
     sources = _sources(args)
     classes = (
         [c.strip() for c in args.classes.split(",") if c.strip()]
@@ -191,6 +201,14 @@ def run_train(args) -> int:
             f"class-balanced sampling (threshold {args.oversample_thr}): "
             f"{len(dataset)} chips per pass; objects shown per pass: {shown}"
         )
+    meta = {"tile_size": args.tile_size, "overlap": args.overlap, "oversample_thr": args.oversample_thr}
+    return _fit(args, dataset, classes, meta)
+
+
+def _fit(args, dataset, classes, extra_meta) -> int:
+    """Build the model, train on ``dataset`` and report; shared by the raster and DOTA paths."""
+    from .trainer import TrainConfig, Trainer
+
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     cfg = TrainConfig(
         iterations=args.iterations,
@@ -203,11 +221,7 @@ def run_train(args) -> int:
         amp=args.amp,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
-        extra_meta={
-            "tile_size": args.tile_size,
-            "overlap": args.overlap,
-            "oversample_thr": args.oversample_thr,
-        },
+        extra_meta=extra_meta,
     )
     trainer = Trainer(_build(args, classes), dataset, cfg, Path(args.out), log=print)
     if args.resume:
@@ -218,6 +232,48 @@ def run_train(args) -> int:
     trainer.run(progress=not args.no_progress)
     print(f"done: {Path(args.out) / 'latest.pth'}")
     return 0
+
+
+def _check_device(args) -> None:
+    import torch
+
+    if args.amp and not str(args.device).startswith("cuda"):
+        print("note: --amp only applies on CUDA; training in float32 on the CPU")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA GPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def run_train_dota(args) -> int:
+    """Train on a DOTA-format folder (original images split on the fly, or a split folder)."""
+    from .dota.augment import RecipeAugment
+    from .dota.classes import RECT_CLASSES, dota_classes
+    from .dota.cli import split_from_args
+    from .dota.dataset import DotaDataset
+
+    if args.raster or args.data_dir:
+        raise UsageError("give either --dota or rasters (--raster/--data-dir), not both")
+    if not Path(args.dota).is_dir():
+        raise UsageError(f"--dota: not a folder: {args.dota}")
+    _check_device(args)
+    classes = (
+        [c.strip() for c in args.classes.split(",") if c.strip()]
+        if args.classes
+        else list(dota_classes(args.dota_version))
+    )
+    split = split_from_args(args)
+    augment = RecipeAugment([i for i, c in enumerate(classes) if c in RECT_CLASSES])
+    dataset = DotaDataset(args.dota, classes, split, args.difficult, split.size, augment, args.seed)
+    if dataset.unknown:
+        skipped = ", ".join(f"{k} ({v})" for k, v in sorted(dataset.unknown.items()))
+        print(f"note: objects of classes not in the class list are ignored: {skipped}")
+    print(
+        f"DOTA {args.dota}: {dataset.num_patches} patches, {len(dataset)} with objects, "
+        f"{dataset.num_objects()} objects (difficult: {args.difficult}); classes: {', '.join(classes)}"
+    )
+    meta = {"dota_split": {"size": split.size, "gap": split.gap, "rates": list(split.rates)}}
+    return _fit(args, dataset, classes, {**meta, "difficult": args.difficult})
 
 
 # evaluate ----------------------------------------------------------------------------------
@@ -324,9 +380,12 @@ def run_synth(args) -> int:
 # wiring ------------------------------------------------------------------------------------
 def register(subparsers) -> None:
     """Add ``train``, ``evaluate`` and ``synth`` to an argparse subparsers object."""
+    from .dota.cli import add_dota
+
     add_train(subparsers)
     add_evaluate(subparsers)
     add_synth(subparsers)
+    add_dota(subparsers, guarded)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
