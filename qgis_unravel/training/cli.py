@@ -7,7 +7,9 @@ runs the same commands on their own. User errors end with a one-line message, no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -129,6 +131,7 @@ def add_train(sub) -> None:
     model.add_argument("--preset", default="tiny", help="fresh architecture: tiny, small, nano or pico")
     model.add_argument("--from-checkpoint", help="start from an Oriented R-CNN checkpoint (classes remapped)")
     model.add_argument("--backbone-weights", help="start the backbone from ImageNet UnravelNet weights")
+    model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the preset's, 0.1)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--iterations", type=int, default=1000)
     opt.add_argument("--batch-size", type=int, default=2)
@@ -138,7 +141,13 @@ def add_train(sub) -> None:
     opt.add_argument(
         "--steps", help="comma-separated iterations where the lr drops 10x (default: 2/3, 11/12)"
     )
-    opt.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    opt.add_argument("--device", default="cpu", help="cpu or cuda[:N] (torchrun: cuda = the rank's GPU)")
+    opt.add_argument(
+        "--sync-bn", action="store_true", help="share BatchNorm statistics over the GPUs (torchrun, CUDA)"
+    )
+    opt.add_argument(
+        "--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed (mmdet's norm_eval)"
+    )
     opt.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     opt.add_argument("--threads", type=int, help="CPU threads for torch")
     opt.add_argument("--seed", type=int, default=0)
@@ -159,7 +168,10 @@ def _build(args, classes):
         return model
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    model = build_model(PRESETS[args.preset], classes)
+    spec = PRESETS[args.preset]
+    if args.drop_path is not None:
+        spec = dataclasses.replace(spec, drop_path_rate=args.drop_path)
+    model = build_model(spec, classes)
     if args.backbone_weights:
         loaded, total = load_backbone(model, args.backbone_weights)
         print(f"backbone: loaded {loaded} of {total} tensors from {args.backbone_weights}")
@@ -169,6 +181,7 @@ def _build(args, classes):
 def run_train(args) -> int:
     from .dataset import ChipDataset, discover_classes
 
+    _join_job(args)
     if args.dota:
         return run_train_dota(args)
     if args.tile_size % 32 or args.tile_size < 64:
@@ -221,17 +234,38 @@ def _fit(args, dataset, classes, extra_meta) -> int:
         amp=args.amp,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        sync_bn=args.sync_bn,
+        freeze_bn=args.freeze_bn,
         extra_meta=extra_meta,
     )
-    trainer = Trainer(_build(args, classes), dataset, cfg, Path(args.out), log=print)
+    import torch
+
+    torch.manual_seed(args.seed)  # the same initial weights on every rank and every run
+    trainer = Trainer(_build(args, classes), dataset, cfg, Path(args.out), log=print, dist=args.dist)
     if args.resume:
         if trainer.resume():
             print(f"resumed at iteration {trainer.iteration} from {args.out}")
         else:
             print(f"nothing to resume in {args.out}; starting from the beginning")
-    trainer.run(progress=not args.no_progress)
+    try:
+        trainer.run(progress=not args.no_progress)
+    finally:
+        args.dist.close()
     print(f"done: {Path(args.out) / 'latest.pth'}")
     return 0
+
+
+def _join_job(args) -> None:
+    """Under torchrun: join the process group; only rank 0 prints."""
+    from .distributed import from_env
+
+    if args.sync_bn and not str(args.device).startswith("cuda"):
+        raise UsageError("--sync-bn needs CUDA GPUs; on the CPU use --freeze-bn or neither")
+    args.dist = from_env(args.device)
+    if not args.dist.is_main:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
+    elif args.dist.enabled:
+        print(f"distributed: {args.dist.world_size} processes ({args.dist.backend})")
 
 
 def _check_device(args) -> None:
