@@ -106,9 +106,8 @@ def add_train(sub) -> None:
     data.add_argument(
         "--difficult",
         choices=("keep", "ignore"),
-        default="ignore",
         help="DOTA objects flagged difficult: train on them (keep, as mmrotate's recipes do) or "
-        "leave them out (ignore, the default)",
+        "leave them out (ignore, the default; the recipes keep them)",
     )
     from .dota.cli import add_split_options
 
@@ -128,16 +127,22 @@ def add_train(sub) -> None:
         "chips are repeated (mmdet's ClassBalancedDataset; e.g. 0.3; default 0: off)",
     )
     model = p.add_argument_group("model")
-    model.add_argument("--preset", default="tiny", help="fresh architecture: tiny, small, nano or pico")
+    model.add_argument(
+        "--preset",
+        default="tiny",
+        help="fresh architecture (tiny, small, nano, pico) or a published recipe with its backbone "
+        "weights and settings (unravelnet-t-dota10, unravelnet-s-dota10, legnet-t-dota10, legnet-s-dota10)",
+    )
+    model.add_argument("--yes", action="store_true", help="accept the backbone weights' licence (recipes)")
     model.add_argument("--from-checkpoint", help="start from an Oriented R-CNN checkpoint (classes remapped)")
     model.add_argument("--backbone-weights", help="start the backbone from ImageNet UnravelNet weights")
     model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the preset's, 0.1)")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--iterations", type=int, default=1000)
-    opt.add_argument("--batch-size", type=int, default=2)
-    opt.add_argument("--lr", type=float, default=1.5e-4, help="AdamW learning rate (default 1.5e-4)")
+    opt.add_argument("--iterations", type=int, help="default 1000, or the recipe's 36 epochs")
+    opt.add_argument("--batch-size", type=int, help="images per GPU/process (default 2)")
+    opt.add_argument("--lr", type=float, help="AdamW learning rate (default 1.5e-4, or the recipe's)")
     opt.add_argument("--weight-decay", type=float, default=0.05)
-    opt.add_argument("--warmup-iters", type=int, default=500)
+    opt.add_argument("--warmup-iters", type=int, help="default 500")
     opt.add_argument(
         "--steps", help="comma-separated iterations where the lr drops 10x (default: 2/3, 11/12)"
     )
@@ -161,27 +166,48 @@ def add_train(sub) -> None:
 
 def _build(args, classes):
     from .model import PRESETS, build_model, from_detector_checkpoint, load_backbone
+    from .recipes import RECIPES
 
     if args.from_checkpoint:
         model, fresh = from_detector_checkpoint(args.from_checkpoint, classes)
         print(f"started from {args.from_checkpoint}; new (untrained) classes: {', '.join(fresh) or 'none'}")
         return model
-    if args.preset not in PRESETS:
-        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    spec = PRESETS[args.preset]
+    recipe = RECIPES.get(args.preset)
+    if args.preset not in PRESETS and recipe is None:
+        choices = ", ".join([*PRESETS, *RECIPES])
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {choices}")
+    spec = recipe.model if recipe is not None else PRESETS[args.preset]
     if args.drop_path is not None:
         spec = dataclasses.replace(spec, drop_path_rate=args.drop_path)
     model = build_model(spec, classes)
-    if args.backbone_weights:
-        loaded, total = load_backbone(model, args.backbone_weights)
-        print(f"backbone: loaded {loaded} of {total} tensors from {args.backbone_weights}")
+    weights = args.backbone_weights or (recipe and _fetch_backbone(recipe.backbone_card, args))
+    if weights:
+        loaded, total = load_backbone(model, weights)
+        print(f"backbone: loaded {loaded} of {total} tensors from {weights}")
     return model
+
+
+def _fetch_backbone(card_id: str, args) -> str:
+    """The recipe's ImageNet backbone from the zoo: rank 0 downloads (licence first), the
+    other ranks wait for it."""
+    from ..zoo.backbones import get_backbone_card
+    from ..zoo.progress import console_confirm
+    from ..zoo.resolve import ensure_weights
+
+    card = get_backbone_card(card_id)
+    if args.dist.is_main:
+        path = ensure_weights(card, confirm=console_confirm(args.yes))
+    args.dist.barrier()
+    if not args.dist.is_main:
+        path = ensure_weights(card)
+    return str(path)
 
 
 def run_train(args) -> int:
     from .dataset import ChipDataset, discover_classes
 
     _join_job(args)
+    _resolve(args)
     if args.dota:
         return run_train_dota(args)
     if args.tile_size % 32 or args.tile_size < 64:
@@ -223,6 +249,16 @@ def _fit(args, dataset, classes, extra_meta) -> int:
     from .trainer import TrainConfig, Trainer
 
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    if args.recipe is not None and args.iterations is None:
+        args.iterations, recipe_steps = args.recipe.iterations(len(dataset), args.dist.world_size)
+        steps = steps or recipe_steps
+        print(
+            f"recipe {args.recipe.name}: {args.recipe.epochs} epochs of {len(dataset)} patches = "
+            f"{args.iterations} iterations at {args.batch_size} images x {args.dist.world_size} "
+            f"process(es); lr {args.lr:g}, x0.1 at {', '.join(map(str, steps))}"
+        )
+    if args.recipe is not None:
+        extra_meta = {**extra_meta, "recipe": args.recipe.name}
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,
@@ -253,6 +289,38 @@ def _fit(args, dataset, classes, extra_meta) -> int:
         args.dist.close()
     print(f"done: {Path(args.out) / 'latest.pth'}")
     return 0
+
+
+DEFAULTS = {"batch_size": 2, "lr": 1.5e-4, "warmup_iters": 500, "difficult": "ignore", "iterations": 1000}
+
+
+def _resolve(args) -> None:
+    """Fill the settings left open on the command line: the recipe's value, else the default
+    (explicit > recipe > default). A recipe's iterations are set once the data are known."""
+    from .recipes import RECIPES
+
+    recipe = RECIPES.get(args.preset)
+    args.recipe = recipe
+    if recipe is not None:
+        if not args.dota:
+            raise UsageError(f"the recipe {recipe.name} trains on DOTA data: give --dota FOLDER")
+        if args.from_checkpoint:
+            raise UsageError("a recipe starts from its ImageNet backbone; leave out --from-checkpoint")
+        wanted = {
+            "batch_size": recipe.batch_per_gpu,
+            "lr": recipe.lr,
+            "warmup_iters": recipe.warmup_iters,
+            "difficult": recipe.difficult,
+        }
+        for key, value in wanted.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        args.dota_version = recipe.dota_version
+        if recipe.sync_bn and args.dist.enabled and str(args.device).startswith("cuda"):
+            args.sync_bn = True
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None and not (key == "iterations" and recipe is not None):
+            setattr(args, key, value)
 
 
 def _join_job(args) -> None:
