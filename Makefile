@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@$(PY) -m qgis_unravel.engine.demo
+	@$(PY) -m qgis_unravel.app.demo
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -44,5 +44,5 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-qgis>=2", "pytest-timeout>=2", "ruff>=0.5"],
     },
-    entry_points={"console_scripts": ["qgis-unravel=qgis_unravel.engine.cli:main"]},
+    entry_points={"console_scripts": ["qgis-unravel=qgis_unravel.app.cli:main"]},
 )

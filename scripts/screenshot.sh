@@ -17,7 +17,7 @@ printf '[PythonPlugins]\nqgis_unravel=true\n' > "$work/cfg/profiles/default/QGIS
 
 raster="$("$py" -c "
 import sys; from pathlib import Path
-from qgis_unravel.engine.demo import example_scene
+from qgis_unravel.app.demo import example_scene
 print(example_scene(Path(sys.argv[1]))[0])" "$work/scene")"
 
 # The worker runs in the project's environment (SHOT_PYTHON), where the demo weights are.

@@ -13,8 +13,8 @@ import pytest
 from osgeo import ogr
 from test_engine_fakes import BrightObjectDetector, scene, write_raster
 
-import qgis_unravel
-from qgis_unravel.engine import cli
+from qgis_unravel.app import cli
+from qgis_unravel.detector import checkpoint
 from qgis_unravel.worker import protocol
 
 TESTS = Path(__file__).resolve().parent
@@ -32,7 +32,7 @@ def fake_model(tmp_path, monkeypatch):
             raise RuntimeError("PytorchStreamReader failed reading zip archive")
         return BrightObjectDetector(tile_size=128, overlap=32)
 
-    monkeypatch.setattr(qgis_unravel, "load_detector", load)
+    monkeypatch.setattr(checkpoint, "load_detector", load)
     monkeypatch.setattr(cli, "_DETECTORS", {})
     path = tmp_path / "fake_model.pth"
     path.write_bytes(b"not used")
@@ -172,13 +172,13 @@ def test_main_human_mode_shows_progress_and_a_count_table(tmp_path, raster, fake
 DISK_FULL = textwrap.dedent("""
     import resource, signal, sys
     sys.path.insert(0, {tests!r})
-    import qgis_unravel
+    from qgis_unravel.detector import checkpoint
     from test_engine_fakes import BrightObjectDetector
-    qgis_unravel.load_detector = lambda path, device="cpu": BrightObjectDetector(512, 0)
+    checkpoint.load_detector = lambda path, device="cpu": BrightObjectDetector(512, 0)
     from qgis_unravel.engine import writer  # import GDAL and friends before the limit
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
-    from qgis_unravel.engine.cli import main
+    from qgis_unravel.app.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -241,7 +241,7 @@ def test_a_raster_far_coarser_than_the_training_data_gets_a_hint():
 
 
 def test_count_table_and_eta_formatting():
-    from qgis_unravel.engine.terminal import _duration, format_counts
+    from qgis_unravel.app.terminal import _duration, format_counts
 
     table = format_counts({"counts": {"ship": 3, "plane": 12}, "count": 15, "output": "/x/out.gpkg",
                            "layer": "out", "partial": True})
@@ -260,7 +260,7 @@ def test_an_unknown_command_is_a_user_error(capsys):
 
 
 def test_device_accepts_a_gpu_index_and_rejects_unknown_names() -> None:
-    from qgis_unravel.engine.cli import detect_parser
+    from qgis_unravel.app.cli import detect_parser
     from qgis_unravel.engine.errors import UserError
 
     parser = detect_parser()

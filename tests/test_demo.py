@@ -10,7 +10,7 @@ from osgeo import ogr
 
 
 def test_demo_writes_a_styled_geopackage_and_scores_it(tmp_path: Path, repo_root: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "qgis_unravel.engine.demo", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "qgis_unravel.app.demo", "--out", str(tmp_path)],
                           cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "demo-unravelnet-synthetic" in done.stdout  # says which model it used

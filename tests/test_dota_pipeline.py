@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qgis_unravel.training.cli import main
+from qgis_unravel.app.train_cli import main
 from qgis_unravel.training.dota.augment import RecipeAugment, random_flip, rotate_boxes, rotate_image
 from qgis_unravel.training.dota.classes import DOTA_V10
 from qgis_unravel.training.dota.dataset import DotaDataset, targets

@@ -1,19 +1,21 @@
-"""The engine never imports QGIS or Qt: it runs in a worker process and on headless servers."""
+"""The engine and its applications never import QGIS or Qt: they run in a worker process and on servers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-ENGINE_MODULES = ["aoi", "cli", "detect", "errors", "georef", "merge", "options", "projdata", "raster",
-                  "reader", "result", "scaling", "style", "terminal", "windows", "writer"]
+ENGINE_MODULES = ["engine." + name for name in (
+    "aoi", "detect", "errors", "georef", "merge", "options", "projdata", "raster", "reader", "result",
+    "scaling", "style", "windows", "writer")] + ["app." + name for name in (
+    "cli", "demo", "models_cli", "terminal", "train_cli", "worker")]
 
 
 def test_engine_modules_import_without_qgis_or_qt():
     code = (
         "import sys, importlib\n"
         f"for name in {ENGINE_MODULES!r}:\n"
-        "    importlib.import_module('qgis_unravel.engine.' + name)\n"
+        "    importlib.import_module('qgis_unravel.' + name)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('qgis', 'PyQt5', 'PyQt6'))\n"
         "print(bad)\n"
     )

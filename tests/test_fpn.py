@@ -66,8 +66,10 @@ def test_backbone_then_neck_matches_mmdet_end_to_end(reduced_golden, reduced_nec
     backbone.eval()
     with torch.inference_mode():
         outs = reduced_neck(backbone(torch.from_numpy(io["input"])[None]))
+    # Two networks in a row: accumulation order differs between CPUs (AMD EPYC: 1.3e-4 at one of
+    # 262,144 values), so the chain gets twice the single-stage tolerance.
     for i, out in enumerate(outs):
-        torch.testing.assert_close(out[0], torch.from_numpy(io[f"fpn_out{i}"]), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out[0], torch.from_numpy(io[f"fpn_out{i}"]), atol=2e-4, rtol=1e-4)
 
 
 def test_extra_level_is_stride_2_subsampling_of_the_last():

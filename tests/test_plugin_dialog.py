@@ -20,7 +20,7 @@ from qgis.core import (
 )
 from rasterio.transform import from_origin
 
-from qgis_unravel.engine.cli import _options, detect_parser
+from qgis_unravel.app.cli import _options, detect_parser
 from qgis_unravel.plugin import jobs, live_filter, settings
 from qgis_unravel.plugin.dialog import DetectDialog
 from qgis_unravel.plugin.runner import Runner

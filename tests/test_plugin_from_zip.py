@@ -126,7 +126,7 @@ def test_zip_carries_plugin_code_icons_and_worker(plugin_zip):
     assert {name.split("/")[0] for name in names} == {"qgis_unravel"}
     for needed in ("qgis_unravel/metadata.txt", "qgis_unravel/__init__.py",
                    "qgis_unravel/plugin/main.py", "qgis_unravel/resources/icons/unravel.svg",
-                   "qgis_unravel/worker/__main__.py"):
+                   "qgis_unravel/app/worker.py", "qgis_unravel/worker/protocol.py"):
         assert needed in names
 
 

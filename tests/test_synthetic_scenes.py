@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qgis_unravel.training.synthetic import CLASS_NAMES, make_scene, write_scene
-from qgis_unravel.training.synthetic.objects import corners
+from qgis_unravel.synthetic import CLASS_NAMES, make_scene, write_scene
+from qgis_unravel.synthetic.objects import corners
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_objects_cross_tile_borders(scenes):
 def test_objects_are_drawn_where_their_boxes_are(scenes):
     # Object pixels differ from the surroundings: the box interior is not plain background.
     s = scenes[0]
-    from qgis_unravel.training.synthetic.paint import convex_coverage
+    from qgis_unravel.synthetic.paint import convex_coverage
 
     for box in s.boxes[:5]:
         (x0, y0, x1, y1), cov = convex_coverage(corners(box), s.image.shape[:2])
@@ -110,7 +110,7 @@ def test_written_scene_is_georeferenced_and_labels_round_trip(tmp_path):
 
 
 def test_degradations_vary_between_scenes():
-    from qgis_unravel.training.synthetic.degrade import Degradation
+    from qgis_unravel.synthetic.degrade import Degradation
 
     rng = np.random.default_rng(0)
     draws = [Degradation.sample(rng) for _ in range(40)]

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from qgis_unravel.training.cli import main, register
-from qgis_unravel.training.synthetic import CLASS_NAMES, write_scene
+from qgis_unravel.app.train_cli import main, register
+from qgis_unravel.synthetic import CLASS_NAMES, write_scene
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_train_with_class_balanced_sampling(scene, tmp_path, capsys):
 def _write_detection_layer(path, boxes, names, scores, transform):
     from osgeo import ogr, osr
 
-    from qgis_unravel.training.synthetic.objects import corners
+    from qgis_unravel.synthetic.objects import corners
 
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     srs = osr.SpatialReference()
@@ -168,7 +168,7 @@ def _write_detection_layer(path, boxes, names, scores, transform):
 
 def test_evaluate_detection_layers_table_plot_and_json(scene, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from qgis_unravel.training.synthetic.io import scene_transform
+    from qgis_unravel.synthetic.io import scene_transform
 
     _, tif, gpkg, sc = scene
     names = [CLASS_NAMES[i] for i in sc.labels]

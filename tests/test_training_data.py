@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qgis_unravel.synthetic.objects import corners
+from qgis_unravel.synthetic.paint import convex_coverage
 from qgis_unravel.training.augment import hflip, rot90, vflip
 from qgis_unravel.training.chips import chip_starts, chip_windows, make_chips
 from qgis_unravel.training.geometry import min_area_rect
-from qgis_unravel.training.synthetic.objects import corners
-from qgis_unravel.training.synthetic.paint import convex_coverage
 
 
 def test_min_area_rect_recovers_a_rotated_rectangle_in_le90():

@@ -40,8 +40,8 @@ def test_demo_weights_fit_the_budget_and_load_in_mmrotate_format(weights):
 
 
 def test_demo_model_accuracy_on_held_out_scenes(weights, tmp_path, capsys):
-    from qgis_unravel.training.cli import main
-    from qgis_unravel.training.synthetic import write_scene
+    from qgis_unravel.app.train_cli import main
+    from qgis_unravel.synthetic import write_scene
 
     rasters, labels = [], []
     for seed in (6001, 6002):  # never used for training (1000-1119) nor for the reported figure

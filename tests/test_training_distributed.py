@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from qgis_unravel.detector.checkpoint import read_checkpoint
+from qgis_unravel.synthetic import write_scene
 from qgis_unravel.training.model import PRESETS, build_model
-from qgis_unravel.training.synthetic import write_scene
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -40,11 +40,11 @@ def data(tmp_path_factory):
 
 def _train(args, nproc, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    prefix = [sys.executable, "-m", "qgis_unravel.training"]
+    prefix = [sys.executable, "-m", "qgis_unravel.app.cli"]
     if nproc > 1:
         prefix = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "qgis_unravel.training",
+            "-m", "qgis_unravel.app.cli",
         ]  # fmt: skip
     done = subprocess.run(prefix + args, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -27,9 +27,9 @@ SIZE = 128
 
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory):
-    from qgis_unravel.training.synthetic import io as sio
-    from qgis_unravel.training.synthetic import objects
-    from qgis_unravel.training.synthetic.background import make_background
+    from qgis_unravel.synthetic import io as sio
+    from qgis_unravel.synthetic import objects
+    from qgis_unravel.synthetic.background import make_background
 
     rng = np.random.default_rng(5)
     canvas = make_background(rng, SIZE).image

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_zoo_support import LocalFileServer
 
-from qgis_unravel.training.cli import main
+from qgis_unravel.app.train_cli import main
 from qgis_unravel.training.recipes import RECIPES
 from qgis_unravel.zoo import list_cards
 from qgis_unravel.zoo.backbones import backbone_card_from_dict, list_backbone_cards

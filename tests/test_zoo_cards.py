@@ -116,7 +116,7 @@ def test_cards_and_download_task_import_without_torch(repo_root: Path) -> None:
     code = (
         "import sys\n"
         "import qgis_unravel.zoo as zoo\n"
-        "import qgis_unravel.zoo.cli\n"
+        "import qgis_unravel.app.models_cli\n"
         "assert zoo.list_cards(), 'no cards'\n"
         "import qgis_unravel.plugin.download_task\n"
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from test_zoo_support import LocalFileServer, write_card
 
+from qgis_unravel.app import models_cli as cli
 from qgis_unravel.zoo import cards as zcards
-from qgis_unravel.zoo import cli
 
 DATA = os.urandom(40_000)
 

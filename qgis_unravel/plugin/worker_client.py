@@ -22,7 +22,7 @@ from .interpreter import hidden_window_flags, worker_env
 LogSink = Callable[[str], None]
 EventSink = Callable[[dict], None]
 
-WORKER_MODULE = "qgis_unravel.worker"
+WORKER_MODULE = "qgis_unravel.app.worker"
 START_TIMEOUT_S = 180.0
 CANCEL_GRACE_S = 60.0
 _EXITED = {"type": "_exited"}

@@ -1,6 +1,6 @@
 """The JSON-lines protocol between the engine and its clients.
 
-The CLI in ``--json`` mode and the warm worker (``python -m qgis_unravel.worker``) write one
+The CLI in ``--json`` mode and the warm worker (``python -m qgis_unravel.app.worker``) write one
 JSON object per line on stdout. The QGIS plugin reads those lines; it never imports torch.
 Keeping the message shapes in one small module means both sides agree by construction.
 

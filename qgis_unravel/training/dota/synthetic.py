@@ -26,7 +26,7 @@ def write_synthetic_dota(
 ) -> int:
     """Write one image and label file per seed into ``out/images`` and ``out/labelTxt``; the
     number of objects written."""
-    from ..synthetic import CLASS_NAMES, make_scene
+    from ...synthetic import CLASS_NAMES, make_scene
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """``qgis-unravel models list|info|download``.
 
-The engine CLI calls ``register(subparsers)``; ``python -m qgis_unravel.zoo`` runs the same
-commands on their own. Each command returns an exit code and prints user errors as one line
+``qgis_unravel.app.cli`` calls ``register(subparsers)``; ``main`` runs the same commands on
+their own (for tests and embedding). Each command returns an exit code and prints user errors as one line
 (``error: ...``) without a traceback.
 """
 
@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Callable, Optional, Sequence
 
-from .cache import cache_root, cache_status, license_accepted, weights_path
-from .cards import Card, get_card, list_cards
-from .progress import ProgressBar, console_confirm
-from .resolve import ensure_weights
+from ..zoo.cache import cache_root, cache_status, license_accepted, weights_path
+from ..zoo.cards import Card, get_card, list_cards
+from ..zoo.progress import ProgressBar, console_confirm
+from ..zoo.resolve import ensure_weights
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -143,7 +143,7 @@ def _gsd(card: Card) -> str:
 
 def _checkpoint_info(path: Path, args: argparse.Namespace, out: IO[str]) -> int:
     """Load a local checkpoint safely and show the architecture read from it."""
-    from .. import load_detector
+    from ..detector.checkpoint import load_detector
 
     detector = load_detector(path, device="cpu")
     info = {k: v for k, v in dict(detector.info).items()}
@@ -176,7 +176,7 @@ def cmd_download(args: argparse.Namespace, out: IO[str] | None = None,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m qgis_unravel.zoo models ...``: the same commands without the engine CLI."""
+    """``models ...`` on its own: the same commands without the rest of the console script."""
     parser = argparse.ArgumentParser(prog="qgis-unravel")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -17,13 +17,13 @@ import sys
 import threading
 import time
 import traceback
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..engine.errors import Cancelled, UserError
+from ..engine.options import DEFAULT_MERGE_IOU, DetectOptions
 from ..worker import protocol
-from .errors import Cancelled, UserError
-from .options import DEFAULT_MERGE_IOU, DetectOptions
+from . import models_cli, train_cli
 from .terminal import TerminalReporter
 
 Emit = Callable[[Dict[str, Any]], None]
@@ -94,9 +94,9 @@ def run_detect(argv: Sequence[str], emit: Emit, cancel: Optional[threading.Event
 
 
 def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Event]) -> int:
-    from .detect import detect_raster
-    from .raster import describe, open_dataset
-    from .writer import driver_for, write_detections
+    from ..engine.detect import detect_raster
+    from ..engine.raster import describe, open_dataset
+    from ..engine.writer import driver_for, write_detections
 
     if args.output is None and not args.json:
         raise UserError("give an output file with -o OUT.gpkg")
@@ -183,7 +183,7 @@ def _detector(model: str, device: str, emit: Emit) -> Tuple[Any, Any]:
     path, card = _resolve(model, emit)
     key = (str(path), device)
     if key not in _DETECTORS:
-        from .. import load_detector
+        from ..detector.checkpoint import load_detector
 
         emit({"type": "log", "message": f"loading {path.name} on {device}"})
         try:
@@ -271,11 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_detect_arguments(sub.add_parser("detect", help="detect objects in a raster",
                                         description="Detect objects in a raster and write map features."))
-    for module in ("..zoo.cli", "..training.cli"):  # other parts' commands, when installed
-        try:
-            import_module(module, __package__).register(sub)
-        except ImportError:
-            continue
+    models_cli.register(sub)
+    train_cli.register(sub)
     return parser
 
 

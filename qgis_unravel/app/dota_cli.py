@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .split import SPLITS, SplitConfig
+from ..training.dota.split import SPLITS, SplitConfig
 
 
 def split_config(name: str, size: Optional[int] = None, gap: Optional[int] = None, rates=None) -> SplitConfig:
     """A named split ("ss" or "ms") with optional overrides (tests and small data use small patches)."""
-    from ..cli import UsageError
+    from .train_cli import UsageError
 
     if name not in SPLITS:
         raise UsageError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
@@ -86,11 +86,11 @@ def add_score_outputs(p) -> None:
 
 
 def report(result, args) -> None:
-    from ..evaluate import format_table
+    from ..training.evaluate import format_table
 
     print(format_table(result))
     if args.plot:
-        from ..prplot import plot_pr
+        from ..training.prplot import plot_pr
 
         print(f"precision-recall plot: {plot_pr(result, args.plot)}")
     if args.json_out:
@@ -98,7 +98,7 @@ def report(result, args) -> None:
 
 
 def run_split(args) -> int:
-    from .split import split_folder
+    from ..training.dota.split import split_folder
 
     cfg = split_from_args(args)
     count = split_folder(
@@ -109,7 +109,7 @@ def run_split(args) -> int:
 
 
 def _label_folder(data: Path, labels: Optional[str]) -> Optional[Path]:
-    from .split import find_label_dir
+    from ..training.dota.split import find_label_dir
 
     if labels:
         return Path(labels)
@@ -118,9 +118,9 @@ def _label_folder(data: Path, labels: Optional[str]) -> Optional[Path]:
 
 
 def run_test(args) -> int:
-    from ..cli import UsageError
-    from .infer import count_by_class, detect_folder, truth_of
-    from .task1 import as_polygon_detections, evaluate_task1, write_submission
+    from ..training.dota.infer import count_by_class, detect_folder, truth_of
+    from ..training.dota.task1 import as_polygon_detections, evaluate_task1, write_submission
+    from .train_cli import UsageError
 
     data = Path(args.data)
     if not data.is_dir():
@@ -149,11 +149,11 @@ def run_test(args) -> int:
 
 
 def _load(model: str, device: str, score_threshold: float):
-    from ...detector.checkpoint import load_detector
+    from ..detector.checkpoint import load_detector
 
     path = model
     try:
-        from ...zoo.resolve import resolve_model
+        from ..zoo.resolve import resolve_model
 
         path, _ = resolve_model(model)
     except ImportError:  # pragma: no cover - the zoo ships with the engine
@@ -164,8 +164,8 @@ def _load(model: str, device: str, score_threshold: float):
 
 
 def run_eval(args) -> int:
-    from .classes import dota_classes
-    from .task1 import evaluate_task1, read_submission
+    from ..training.dota.classes import dota_classes
+    from ..training.dota.task1 import evaluate_task1, read_submission
 
     classes = (
         [c.strip() for c in args.classes.split(",")] if args.classes else list(dota_classes(args.version))
@@ -179,8 +179,8 @@ def run_eval(args) -> int:
 
 def _truth_from(root: Path):
     """Labels of a DOTA folder, or of a bare folder of labelTxt files."""
-    from .labeltxt import DotaFormatError, read_labeltxt
-    from .split import find_label_dir
+    from ..training.dota.labeltxt import DotaFormatError, read_labeltxt
+    from ..training.dota.split import find_label_dir
 
     folder = find_label_dir(root) or root
     files = sorted(folder.glob("*.txt"))
@@ -190,7 +190,7 @@ def _truth_from(root: Path):
 
 
 def run_synth(args) -> int:
-    from .synthetic import write_synthetic_dota
+    from ..training.dota.synthetic import write_synthetic_dota
 
     n = write_synthetic_dota(args.out, range(args.seed, args.seed + args.count), args.size)
     print(f"{args.count} images with {n} objects in {args.out}")

@@ -1,7 +1,8 @@
 """The ``train``, ``evaluate`` and ``synth`` subcommands of ``qgis-unravel``.
 
-``register(subparsers)`` adds them to the engine's CLI; ``python -m qgis_unravel.training``
-runs the same commands on their own. User errors end with a one-line message, no traceback.
+``register(subparsers)`` adds them to the console script (``qgis_unravel.app.cli``); ``main``
+runs the same commands on their own (for tests and embedding). User errors end with a one-line
+message, no traceback.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .labels import LabelError
-from .prplot import PlotError
+from ..training.labels import LabelError
+from ..training.prplot import PlotError
 
 
 class UsageError(ValueError):
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover
 
 
 def _sources(args) -> list:
-    from .dataset import Source
+    from ..training.dataset import Source
 
     rasters: List[Path] = [Path(p) for p in (args.raster or [])]
     labels: List[Path] = [Path(p) for p in (args.labels or [])]
@@ -109,7 +110,7 @@ def add_train(sub) -> None:
         help="DOTA objects flagged difficult: train on them (keep, as mmrotate's recipes do) or "
         "leave them out (ignore, the default; the recipes keep them)",
     )
-    from .dota.cli import add_split_options
+    from .dota_cli import add_split_options
 
     add_split_options(data)
     data.add_argument("--layer", help="layer name inside the label files (if they hold several)")
@@ -165,8 +166,8 @@ def add_train(sub) -> None:
 
 
 def _build(args, classes):
-    from .model import PRESETS, build_model, from_detector_checkpoint, load_backbone
-    from .recipes import RECIPES
+    from ..training.model import PRESETS, build_model, from_detector_checkpoint, load_backbone
+    from ..training.recipes import RECIPES
 
     if args.from_checkpoint:
         model, fresh = from_detector_checkpoint(args.from_checkpoint, classes)
@@ -204,7 +205,7 @@ def _fetch_backbone(card_id: str, args) -> str:
 
 
 def run_train(args) -> int:
-    from .dataset import ChipDataset, discover_classes
+    from ..training.dataset import ChipDataset, discover_classes
 
     _join_job(args)
     _resolve(args)
@@ -232,7 +233,7 @@ def run_train(args) -> int:
         f"objects; classes: {', '.join(classes)}"
     )
     if args.oversample_thr > 0:
-        from .balance import class_counts
+        from ..training.balance import class_counts
 
         dataset.oversample_rare_classes(args.oversample_thr)
         shown = ", ".join(f"{c} {n}" for c, n in zip(classes, class_counts(dataset.chips, len(classes))))
@@ -246,7 +247,7 @@ def run_train(args) -> int:
 
 def _fit(args, dataset, classes, extra_meta) -> int:
     """Build the model, train on ``dataset`` and report; shared by the raster and DOTA paths."""
-    from .trainer import TrainConfig, Trainer
+    from ..training.trainer import TrainConfig, Trainer
 
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     if args.recipe is not None and args.iterations is None:
@@ -297,7 +298,7 @@ DEFAULTS = {"batch_size": 2, "lr": 1.5e-4, "warmup_iters": 500, "difficult": "ig
 def _resolve(args) -> None:
     """Fill the settings left open on the command line: the recipe's value, else the default
     (explicit > recipe > default). A recipe's iterations are set once the data are known."""
-    from .recipes import RECIPES
+    from ..training.recipes import RECIPES
 
     recipe = RECIPES.get(args.preset)
     args.recipe = recipe
@@ -325,7 +326,7 @@ def _resolve(args) -> None:
 
 def _join_job(args) -> None:
     """Under torchrun: join the process group; only rank 0 prints."""
-    from .distributed import from_env
+    from ..training.distributed import from_env
 
     if args.sync_bn and not str(args.device).startswith("cuda"):
         raise UsageError("--sync-bn needs CUDA GPUs; on the CPU use --freeze-bn or neither")
@@ -349,10 +350,10 @@ def _check_device(args) -> None:
 
 def run_train_dota(args) -> int:
     """Train on a DOTA-format folder (original images split on the fly, or a split folder)."""
-    from .dota.augment import RecipeAugment
-    from .dota.classes import RECT_CLASSES, dota_classes
-    from .dota.cli import split_from_args
-    from .dota.dataset import DotaDataset
+    from ..training.dota.augment import RecipeAugment
+    from ..training.dota.classes import RECT_CLASSES, dota_classes
+    from ..training.dota.dataset import DotaDataset
+    from .dota_cli import split_from_args
 
     if args.raster or args.data_dir:
         raise UsageError("give either --dota or rasters (--raster/--data-dir), not both")
@@ -411,8 +412,8 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from .evaluate import evaluate, format_table
-    from .scoring import detections_from_layer, detections_from_model, truths_for
+    from ..training.evaluate import evaluate, format_table
+    from ..training.scoring import detections_from_layer, detections_from_model, truths_for
 
     if len(args.labels) not in (1, len(args.raster)):
         raise UsageError(f"{len(args.raster)} rasters but {len(args.labels)} label layers")
@@ -434,7 +435,7 @@ def run_evaluate(args) -> int:
     result = evaluate_named(dets, classes, truths, names, args.iou, args.ap_mode, evaluate)
     print(format_table(result))
     if args.plot:
-        from .prplot import plot_pr
+        from ..training.prplot import plot_pr
 
         print(f"precision-recall plot: {plot_pr(result, args.plot)}")
     if args.json_out:
@@ -444,7 +445,7 @@ def run_evaluate(args) -> int:
 
 def evaluate_named(dets, det_classes, truths, truth_names, iou, mode, evaluate_fn):
     """Evaluate over the union of class names, matching detections and truth by name."""
-    from .evaluate import ImageDetections, ImageTruth
+    from ..training.evaluate import ImageDetections, ImageTruth
 
     classes = list(det_classes) + [n for n in sorted(set(sum(truth_names, []))) if n not in det_classes]
     index = {c: i for i, c in enumerate(classes)}
@@ -467,7 +468,7 @@ def add_synth(sub) -> None:
 
 
 def run_synth(args) -> int:
-    from .synthetic import write_scene
+    from ..synthetic import write_scene
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -482,7 +483,7 @@ def run_synth(args) -> int:
 # wiring ------------------------------------------------------------------------------------
 def register(subparsers) -> None:
     """Add ``train``, ``evaluate`` and ``synth`` to an argparse subparsers object."""
-    from .dota.cli import add_dota
+    from .dota_cli import add_dota
 
     add_train(subparsers)
     add_evaluate(subparsers)
@@ -491,11 +492,8 @@ def register(subparsers) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qgis_unravel.training")
+    parser = argparse.ArgumentParser(prog="qgis-unravel")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

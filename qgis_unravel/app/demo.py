@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def example_scene(folder: Path) -> tuple[Path, Path]:
     """Write the example GeoTIFF and its label GeoPackage once; reuse them afterwards."""
-    from ..training.synthetic.io import write_scene
+    from ..synthetic.io import write_scene
 
     raster, labels = folder / "example_scene.tif", folder / "example_labels.gpkg"
     if not (raster.is_file() and labels.is_file()):

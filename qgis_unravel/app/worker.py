@@ -1,6 +1,6 @@
 """The warm worker: one process that keeps detectors loaded between runs.
 
-``python -m qgis_unravel.worker`` reads requests (JSON lines) on stdin and answers with the
+``python -m qgis_unravel.app.worker`` reads requests (JSON lines) on stdin and answers with the
 protocol's events on stdout, tagged with the request's ``id``. One detection runs at a time, in
 a thread, so ``cancel`` and ``ping`` are answered while it runs. The process exits on
 ``shutdown``, when stdin closes (its client died) or after ``--idle`` seconds without work, so
@@ -21,9 +21,9 @@ import threading
 import traceback
 from typing import IO, Any, Callable
 
-from . import protocol
+from ..worker import protocol
 
-DEFAULT_ENGINE = "qgis_unravel.engine.cli:run_detect"
+DEFAULT_ENGINE = "qgis_unravel.app.cli:run_detect"
 TERMINAL = ("result", "error")
 
 
@@ -219,7 +219,7 @@ def protocol_stdout() -> IO[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m qgis_unravel.worker",
+    parser = argparse.ArgumentParser(prog="python -m qgis_unravel.app.worker",
                                      description="Warm UnravelNet worker speaking JSON lines.")
     parser.add_argument("--idle", type=float, default=600.0,
                         help="exit after this many seconds without a request (0: never)")
@@ -234,3 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     stdin = open(sys.stdin.fileno(), encoding="utf-8", closefd=False)  # noqa: SIM115
     server = WorkerServer(out, args.engine, args.idle)
     return server.serve(stdin)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

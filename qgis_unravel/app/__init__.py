@@ -1,0 +1,1 @@
+"""Applications above the engine: the console script, the demo, the terminal UI, the worker server."""
