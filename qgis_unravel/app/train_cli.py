@@ -60,23 +60,18 @@ def _sources(args) -> list:
     return [Source(r, lab, args.layer) for r, lab in zip(rasters, labels)]
 
 
+# ValueError covers CheckpointError and other readable input errors; OSError covers unreadable
+# files (rasterio's and GDAL's errors name the file).
+USER_ERRORS = (UsageError, LabelError, OSError, ValueError, FloatingPointError, PlotError, _EngineUserError)
+
+
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run a command, turning user errors into a one-line message and exit code 2."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return int(command(args) or 0)
-        except (
-            UsageError,
-            LabelError,
-            OSError,
-            ValueError,
-            FloatingPointError,
-            PlotError,
-            _EngineUserError,
-        ) as exc:
-            # ValueError covers CheckpointError and other readable input errors; OSError covers
-            # unreadable files (rasterio's and GDAL's errors name the file).
+        except USER_ERRORS as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -284,11 +279,21 @@ def _fit(args, dataset, classes, extra_meta) -> int:
             print(f"resumed at iteration {trainer.iteration} from {args.out}")
         else:
             print(f"nothing to resume in {args.out}; starting from the beginning")
+    events = getattr(args, "events", None)  # set by a job run for QGIS (app/job.py)
     try:
-        trainer.run(progress=not args.no_progress)
+        trainer.run(
+            progress=not args.no_progress and events is None,
+            should_stop=events.cancelled if events is not None else None,
+            on_step=events.step if events is not None else None,
+        )
     finally:
         args.dist.close()
-    print(f"done: {Path(args.out) / 'latest.pth'}")
+    stopped = trainer.iteration < cfg.iterations
+    print(f"{'stopped' if stopped else 'done'}: {Path(args.out) / 'latest.pth'}")
+    if events is not None:
+        events.result(
+            output=str(Path(args.out) / "latest.pth"), partial=stopped, iteration=trainer.iteration
+        )
     return 0
 
 
@@ -440,6 +445,9 @@ def run_evaluate(args) -> int:
         print(f"precision-recall plot: {plot_pr(result, args.plot)}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+    events = getattr(args, "events", None)
+    if events is not None:
+        events.result(output=args.plot, evaluation=result.as_dict())
     return 0
 
 

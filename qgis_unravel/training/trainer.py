@@ -204,8 +204,13 @@ class Trainer:
 
     # the loop ----------------------------------------------------------------------
     def run(
-        self, progress: bool = True, should_stop: Optional[Callable[[], bool]] = None
+        self,
+        progress: bool = True,
+        should_stop: Optional[Callable[[], bool]] = None,
+        on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
     ) -> List[Dict[str, float]]:
+        """Train up to ``cfg.iterations``; ``should_stop`` (checked after every step) ends the run
+        early with a checkpoint to resume from; ``on_step(iteration, total, record)`` reports."""
         cfg = self.cfg
         bar = ProgressBar(cfg.iterations, self.iteration) if progress and self.dist.is_main else None
         log_path = self.out_dir / "log.jsonl"
@@ -223,6 +228,8 @@ class Trainer:
                 window = []
             if bar is not None:
                 bar.update(self.iteration, {"loss": record["loss"], "lr": record["lr"]})
+            if on_step is not None:
+                on_step(self.iteration, cfg.iterations, record)
             if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
                 self.save()
             if should_stop is not None and should_stop():
