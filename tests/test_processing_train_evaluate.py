@@ -4,15 +4,13 @@ the plugin installed from its zip in a fresh profile."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 from osgeo import ogr
 from qgis.core import QgsApplication, QgsProcessingException, QgsSettings
+from test_plugin_support import QGIS_PROCESS, install_plugin_zip
 
 from qgis_unravel.detector.checkpoint import read_checkpoint
 from qgis_unravel.plugin import job_runner
@@ -21,7 +19,6 @@ from qgis_unravel.synthetic import write_scene
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-QGIS_PROCESS = Path("/usr/bin/qgis_process.bin")
 
 pytestmark = pytest.mark.skipif(not VENV_PYTHON.is_file(), reason="needs the project venv (torch)")
 
@@ -127,19 +124,8 @@ def test_evaluate_perfect_detections(provider, scene, tmp_path):
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
 def test_qgis_process_train_and_evaluate_from_the_zip(tmp_path, scene):
     tif, gpkg, dets = scene
-    dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, str(REPO / "scripts" / "build_plugin.py"), "--out", str(dist)],
-                           capture_output=True, text=True, timeout=120)
-    assert built.returncode == 0, built.stderr
-    profile = tmp_path / "config"
-    plugins = profile / "profiles" / "default" / "python" / "plugins"
-    zipfile.ZipFile(built.stdout.strip().splitlines()[-1]).extractall(plugins)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
-               QGIS_UNRAVEL_PYTHON=str(VENV_PYTHON))
+    env = install_plugin_zip(tmp_path, VENV_PYTHON)
     env.pop("PYTHONPATH", None)  # the plugin must work from the profile, not from the checkout
-    enabled = subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "qgis_unravel"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     out = tmp_path / "run"
     args = [f"--{k}={v}" for k, v in train_params(tif, gpkg, out).items() if k != "RASTERS"]
     train = subprocess.run([str(QGIS_PROCESS), "run", "unravel:train", f"--RASTERS={tif}", *args], env=env,

@@ -220,9 +220,7 @@ def run_train(args) -> int:
         else discover_classes(sources, args.class_field)
     )
     dataset = ChipDataset(sources, classes, args.tile_size, args.overlap, args.class_field, seed=args.seed)
-    if dataset.unknown:
-        skipped = ", ".join(f"{k} ({v})" for k, v in sorted(dataset.unknown.items()))
-        print(f"note: objects of classes not in --classes are ignored: {skipped}")
+    _note_unknown(dataset.unknown)
     print(
         f"{len(sources)} rasters, {len(dataset)} chips of {args.tile_size} px with {dataset.num_objects()} "
         f"objects; classes: {', '.join(classes)}"
@@ -342,6 +340,12 @@ def _join_job(args) -> None:
         print(f"distributed: {args.dist.world_size} processes ({args.dist.backend})")
 
 
+def _note_unknown(unknown: dict) -> None:
+    if unknown:
+        skipped = ", ".join(f"{k} ({v})" for k, v in sorted(unknown.items()))
+        print(f"note: objects of classes not in the class list are ignored: {skipped}")
+
+
 def _check_device(args) -> None:
     import torch
 
@@ -373,9 +377,7 @@ def run_train_dota(args) -> int:
     split = split_from_args(args)
     augment = RecipeAugment([i for i, c in enumerate(classes) if c in RECT_CLASSES])
     dataset = DotaDataset(args.dota, classes, split, args.difficult, split.size, augment, args.seed)
-    if dataset.unknown:
-        skipped = ", ".join(f"{k} ({v})" for k, v in sorted(dataset.unknown.items()))
-        print(f"note: objects of classes not in the class list are ignored: {skipped}")
+    _note_unknown(dataset.unknown)
     print(
         f"DOTA {args.dota}: {dataset.num_patches} patches, {len(dataset)} with objects, "
         f"{dataset.num_objects()} objects (difficult: {args.difficult}); classes: {', '.join(classes)}"

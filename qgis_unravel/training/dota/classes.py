@@ -4,23 +4,9 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-DOTA_V10: Tuple[str, ...] = (
-    "plane",
-    "baseball-diamond",
-    "bridge",
-    "ground-track-field",
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "tennis-court",
-    "basketball-court",
-    "storage-tank",
-    "soccer-ball-field",
-    "roundabout",
-    "harbor",
-    "swimming-pool",
-    "helicopter",
-)
+from ...detector.config import DOTA_V1_CLASSES
+
+DOTA_V10: Tuple[str, ...] = DOTA_V1_CLASSES  # the order of the published checkpoints
 DOTA_V15: Tuple[str, ...] = DOTA_V10 + ("container-crane",)
 DOTA_V20: Tuple[str, ...] = DOTA_V15 + ("airport", "helipad")
 
