@@ -107,11 +107,13 @@ def calibrate_threshold(detector: Any, image: np.ndarray, wanted: int = 3) -> fl
     the calibration cheap.
     """
     crop = np.ascontiguousarray(image[:256, :256])
-    for threshold in (0.1, 0.08, 0.072, 0.068, 0.066, 0.065, 0.064):
-        detector.score_threshold = threshold
-        if len(detector.predict([crop])[0]["scores"]) >= wanted:
+    from qgis_unravel.detector.config import Thresholds
+
+    thresholds = (0.1, 0.08, 0.072, 0.068, 0.066, 0.065, 0.064)
+    for threshold in thresholds:
+        if len(detector.predict([crop], thresholds=Thresholds(score=threshold))[0]["scores"]) >= wanted:
             return threshold
-    return detector.score_threshold
+    return thresholds[-1]
 
 
 def aoi_for_tiles(k: Optional[int], size: int, tile: int, overlap: int) -> Optional[str]:
@@ -170,11 +172,12 @@ def end_to_end(detector: Any, raster: Path, out: Path, options: Any) -> Dict[str
 def rss_child(args: argparse.Namespace) -> None:
     """Run one detection in this fresh process and print its peak RSS as JSON."""
     from qgis_unravel import load_detector
-    from qgis_unravel.engine.options import DetectOptions
+    from qgis_unravel.engine.spec import RunSpec
 
     detector = load_detector(args.model, args.device)
-    detector.score_threshold = args.score
-    options = DetectOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, aoi=args.aoi)
+    detector.roi_head.test_cfg.score_thr = args.score  # for model_only's predict calls
+    options = RunSpec(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, aoi=args.aoi,
+                      score_threshold=args.score)
     stats = end_to_end(detector, Path(args.rss_child), Path(args.out), options)
     stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(stats))
@@ -222,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     from qgis_unravel import load_detector
-    from qgis_unravel.engine.options import DetectOptions
+    from qgis_unravel.engine.spec import RunSpec
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else make_tiny_checkpoint(args.workdir / "tiny_random.pth")
@@ -235,7 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with rasterio.open(raster) as ds:
         first = np.moveaxis(ds.read(window=((0, args.tile), (0, args.tile))), 0, -1).copy()
     score = args.score if args.score is not None else calibrate_threshold(detector, first)
-    detector.score_threshold = score
+    detector.roi_head.test_cfg.score_thr = score  # this benchmark owns the model: its default
     print(f"score threshold {score}")
 
     from qgis_unravel.engine.windows import tile_grid
@@ -246,8 +249,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"({1 / m['tiles_per_s']:.2f} s per tile; mmrotate reference {MMROTATE_TINY_S_PER_TILE} s); "
           f"{m['cpu_s_per_tile']:.2f} CPU-s per tile over all threads (on an idle machine wall time "
           f"is at least this divided by the thread count)")
-    options = DetectOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch,
-                            aoi=aoi_for_tiles(k, args.size, args.tile, args.overlap))
+    options = RunSpec(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch,
+                      aoi=aoi_for_tiles(k, args.size, args.tile, args.overlap), score_threshold=score)
     e = end_to_end(detector, raster, args.workdir / "e2e.gpkg", options)
     print(f"end to end : {e['tiles']} tiles in {e['seconds']:.1f} s = {e['tiles_per_s']:.3f} tiles/s, "
           f"{e['detections']} detections written; {e['cpu_s_per_tile']:.2f} CPU-s per tile")

@@ -136,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         wall, cpu, proposals = timed(lambda: rpn.proposals(*rpn(feats)), args.repeats)
         rows["rpn+proposals"] = (wall, cpu)
         rois = rois_from_proposals(proposals)
-        detector.score_threshold = calibrate(detector, feats, rois, args.candidates)
+        detector.roi_head.test_cfg.score_thr = calibrate(detector, feats, rois, args.candidates)
         wall, cpu, head = timed(lambda: detector.roi_head(feats, rois), args.repeats)
         rows["roi head (align+fcs)"] = (wall, cpu)
         sizes = [tuple(batch.shape[-2:])]
@@ -145,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         wall, cpu, results = timed(lambda: detector(batch), args.repeats)
         rows["full forward"] = (wall, cpu)
 
-    print(f"{rois.shape[0]} proposals; score threshold {detector.score_threshold:.6f}; "
+    print(f"{rois.shape[0]} proposals; score threshold {detector.roi_head.test_cfg.score_thr:.6f}; "
           f"{len(results[0]['scores'])} detections")
     print(f"{'stage':<22}{'wall s':>9}{'cpu s':>9}{'mmrotate s':>12}{'wall/ref':>10}")
     for name, (wall, cpu) in rows.items():

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from qgis_unravel.detector import CheckpointError, OrientedRCNN, load_detector, save_checkpoint
-from qgis_unravel.detector.checkpoint import strip_prefix
+from qgis_unravel.detector.checkpoint import CheckpointError, load_detector, save_checkpoint
 from qgis_unravel.detector.config import DOTA_V1_CLASSES
+from qgis_unravel.detector.oriented_rcnn import OrientedRCNN
+from qgis_unravel.detector.state_dict import strip_prefix
 
 
 @pytest.fixture(scope="module")

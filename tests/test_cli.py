@@ -230,14 +230,13 @@ def test_a_cancelled_run_still_writes_a_complete_file_marked_partial(tmp_path, r
 
 
 def test_a_raster_far_coarser_than_the_training_data_gets_a_hint():
-    from types import SimpleNamespace
+    from qgis_unravel.engine.spec import ModelDefaults
 
-    card = SimpleNamespace(ground_resolution_m=SimpleNamespace(min=0.1, max=1.0))
-    args = SimpleNamespace(gsd=None)
-    assert cli._resolution_warnings(card, args, SimpleNamespace(pixel_size_m=0.5)) == []
-    hint = cli._resolution_warnings(card, args, SimpleNamespace(pixel_size_m=10.0))
+    trained = ModelDefaults(gsd_min=0.1, gsd_max=1.0)
+    assert cli.resolution_warnings(trained, 0.5) == []
+    hint = cli.resolution_warnings(trained, 10.0)
     assert len(hint) == 1 and "--gsd" in hint[0] and "0.1 to 1" in hint[0]
-    assert cli._resolution_warnings(None, args, SimpleNamespace(pixel_size_m=10.0)) == []
+    assert cli.resolution_warnings(ModelDefaults(), 10.0) == []
 
 
 def test_count_table_and_eta_formatting():
@@ -260,10 +259,38 @@ def test_an_unknown_command_is_a_user_error(capsys):
 
 
 def test_device_accepts_a_gpu_index_and_rejects_unknown_names() -> None:
-    from qgis_unravel.app.cli import detect_parser
+    from qgis_unravel.app.cli import spec_from_argv
     from qgis_unravel.engine.errors import UserError
 
-    parser = detect_parser()
-    assert parser.parse_args(["in.tif", "--model", "m", "--device", "cuda:1"]).device == "cuda:1"
+    assert spec_from_argv(["in.tif", "--json", "--model", "m", "--device", "cuda:1"]).device == "cuda:1"
     with pytest.raises(UserError, match="cuda:N"):
-        parser.parse_args(["in.tif", "--model", "m", "--device", "gpu"])
+        spec_from_argv(["in.tif", "--json", "--model", "m", "--device", "gpu"])
+
+
+def test_the_json_result_reports_the_card_settings_that_ran_and_explicit_values_win(raster):
+    demo = "demo-unravelnet-synthetic"
+    code, events = run([raster, "--json", "--model", demo, "--device", "cpu"])
+    assert code == 0, events[-1]
+    ran = events[-1]["spec"]
+    assert (ran["tile_size"], ran["overlap"], ran["score_threshold"]) == (512, 128, 0.3)
+    assert (ran["nms_iou"], ran["merge_iou"], ran["max_detections"]) == (0.1, 0.1, 500)
+    assert ran["mean"] == [123.675, 116.28, 103.53] and ran["model_name"] == demo
+    assert any(e["type"] == "log" and "tile 512" in e["message"] for e in events)
+    code, events = run([raster, "--json", "--model", demo, "--device", "cpu", "--tile", "256",
+                        "--score", "0.6", "--iou", "0.2", "--merge-iou", "0.05"])
+    assert code == 0, events[-1]
+    ran = events[-1]["spec"]
+    assert (ran["tile_size"], ran["overlap"], ran["score_threshold"]) == (256, 64, 0.6)
+    assert (ran["nms_iou"], ran["merge_iou"]) == (0.2, 0.05)
+
+
+def test_the_api_and_the_cli_refuse_the_same_value_with_the_same_message(raster, fake_model):
+    from qgis_unravel.engine.detect import detect_raster
+    from qgis_unravel.engine.errors import UserError
+    from qgis_unravel.engine.spec import RunSpec
+
+    code, events = run([raster, "--json", "--model", fake_model[0], "--overlap", "600", "--tile", "512"])
+    assert code == 1
+    with pytest.raises(UserError) as err:
+        detect_raster(raster, BrightObjectDetector(), RunSpec(tile_size=512, overlap=600))
+    assert events[-1]["message"] == str(err.value) == "overlap (600) must be smaller than the tile size (512)"

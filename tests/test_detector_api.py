@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from qgis_unravel.detector import OrientedRCNN, load_detector
-from qgis_unravel.detector.checkpoint import build_detector
+from qgis_unravel.detector.checkpoint import build_detector, load_detector
+from qgis_unravel.detector.config import Thresholds
+from qgis_unravel.detector.oriented_rcnn import OrientedRCNN
 from qgis_unravel.detector.preprocess import make_batch, padded_size
 
 # (key list, parameters() count from the golden README)
@@ -71,11 +72,9 @@ def test_default_settings_follow_the_configs(unravel):
         unravel.backbone, unravel.neck, num_classes=3, fpn_width=64, roi_fc_width=128
     )
     assert fresh.classes == ["class_0", "class_1", "class_2"]
-    assert fresh.score_threshold == 0.05 and fresh.nms_iou == 0.1 and fresh.max_detections == 2000
+    assert fresh.default_thresholds == Thresholds(score=0.05, nms_iou=0.1, max_detections=2000)
     assert fresh.rpn_nms_pre == 2000 and fresh.rpn_nms_iou == 0.8 and fresh.rpn_max_proposals == 2000
-    fresh.score_threshold, fresh.nms_iou, fresh.max_detections = 0.3, 0.2, 7
-    assert fresh.roi_head.test_cfg.score_thr == 0.3
-    assert fresh.roi_head.test_cfg.nms_iou == 0.2 and fresh.roi_head.test_cfg.max_per_img == 7
+    assert not hasattr(type(fresh), "score_threshold")  # run thresholds go per call, never on the model
 
 
 def test_info_describes_the_model(unravel, legnet):
@@ -96,7 +95,7 @@ def test_forward_returns_sorted_dicts_per_image(unravel, scene):
         assert out["boxes"].shape == (n, 5) and out["scores"].shape == (n,) and out["labels"].shape == (n,)
         assert (out["scores"][1:] <= out["scores"][:-1]).all()
         assert (out["boxes"][:, 2] >= out["boxes"][:, 3]).all()
-        assert (out["scores"] > unravel.score_threshold).all()
+        assert (out["scores"] > unravel.default_thresholds.score).all()
 
 
 def test_predict_pads_to_a_square_for_unravelnet(unravel, scene):
@@ -163,3 +162,16 @@ def test_forward_rejects_bad_batches(unravel, legnet):
         legnet(torch.zeros(1, 4, 32, 32))
     with pytest.raises(ValueError, match="B, 3, H, W"):
         legnet(torch.zeros(3, 32, 32))
+
+
+def test_normalisation_is_per_call_and_follows_the_channel_order(scene):
+    from qgis_unravel.detector.config import Normalization
+
+    crop = np.ascontiguousarray(scene[:64, :64])
+    rgb = make_batch([crop], (64, 64), torch.device("cpu"))
+    bgr = make_batch([crop], (64, 64), torch.device("cpu"),
+                     Normalization(mean=(103.53, 116.28, 123.675), std=(57.375, 57.12, 58.395),
+                                   channel_order="BGR"))
+    assert torch.allclose(bgr, rgb.flip(1))  # same statistics, channels reversed
+    plain = make_batch([crop], (64, 64), torch.device("cpu"), Normalization((0.0,) * 3, (1.0,) * 3))
+    assert torch.equal(plain[0], torch.from_numpy(crop).permute(2, 0, 1).float())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qgis_unravel.detector import load_detector
+from qgis_unravel.detector.checkpoint import load_detector
 from qgis_unravel.detector.preprocess import make_batch
 
 MODELS = {
@@ -32,7 +32,7 @@ PROPOSAL_SCORE_ATOL = 2e-5
 def case(request, golden_dir):
     ckpt, io_name, thr = MODELS[request.param]
     det = load_detector(golden_dir / ckpt)
-    det.score_threshold = thr
+    det.roi_head.test_cfg.score_thr = thr  # this module's own model: its config default
     io = np.load(golden_dir / io_name)
     stages = det.run_stages(torch.from_numpy(io["input"])[None])
     ((boxes, scores, labels),) = stages["detections"]

@@ -10,10 +10,11 @@ from osgeo import ogr, osr
 from rasterio.transform import from_origin
 from test_engine_fakes import BrightObjectDetector, scene, write_raster
 
+from qgis_unravel.detector.config import Normalization, Thresholds
 from qgis_unravel.engine.detect import detect_raster
 from qgis_unravel.engine.errors import UserError
 from qgis_unravel.engine.georef import apply_affine, box_corners
-from qgis_unravel.engine.options import DetectOptions
+from qgis_unravel.engine.spec import ModelDefaults, RunSpec
 
 TRANSFORM = from_origin(500000.0, 5000000.0, 0.5, 0.5)
 RED, GREEN, BLUE = (250, 40, 40), (40, 250, 40), (40, 40, 250)
@@ -40,13 +41,13 @@ def test_objects_straddling_seams_are_reported_once_and_whole(tmp_path):
     colours = [RED, GREEN, BLUE, RED, GREEN]
     img = scene(448, 448, [(*b, c) for b, c in zip(truth, colours)])
     path = write_raster(tmp_path / "seams.tif", img)
-    result = detect_raster(path, BrightObjectDetector(), DetectOptions(tile_size=256, overlap=64))
+    result = detect_raster(path, BrightObjectDetector(), RunSpec(tile_size=256, overlap=64))
     matches = _match(result.boxes_px, truth)
     assert [len(m) for m in matches] == [1] * len(truth), result.boxes_px
     assert len(result) == len(truth)
     assert sorted(result.class_ids.tolist()) == sorted([0, 1, 2, 0, 1])
     plain = detect_raster(path, BrightObjectDetector(),
-                          DetectOptions(tile_size=256, overlap=64, seam_rule=False))
+                          RunSpec(tile_size=256, overlap=64, seam_rule=False))
     assert [len(m) for m in _match(plain.boxes_px, truth)] != [1] * len(truth)  # NMS alone keeps cut halves
 
 
@@ -59,8 +60,8 @@ def test_two_tile_sizes_agree_on_objects_away_from_the_raster_border(tmp_path):
             rects.append((cx, cy, rng.uniform(20, 48), rng.uniform(8, 16), rng.uniform(-1.4, 1.4),
                           [RED, GREEN, BLUE][len(rects) % 3]))
     path = write_raster(tmp_path / "many.tif", scene(600, 600, rects))
-    a = detect_raster(path, BrightObjectDetector(), DetectOptions(tile_size=256, overlap=96))
-    b = detect_raster(path, BrightObjectDetector(), DetectOptions(tile_size=384, overlap=128))
+    a = detect_raster(path, BrightObjectDetector(), RunSpec(tile_size=256, overlap=96))
+    b = detect_raster(path, BrightObjectDetector(), RunSpec(tile_size=384, overlap=128))
     assert len(a) == len(b) == 14
     order_a = np.lexsort((a.boxes_px[:, 1], a.boxes_px[:, 0]))
     order_b = np.lexsort((b.boxes_px[:, 1], b.boxes_px[:, 0]))
@@ -72,7 +73,7 @@ def test_polygons_are_the_box_corners_through_the_geotransform(tmp_path):
     img = scene(200, 300, [(120.0, 80.0, 40.0, 12.0, 0.5, RED)])
     path = write_raster(tmp_path / "geo.tif", img, transform=TRANSFORM)
     det = BrightObjectDetector()
-    result = detect_raster(path, det, DetectOptions(tile_size=512, overlap=64))
+    result = detect_raster(path, det, RunSpec(tile_size=512, overlap=64))
     assert det.shapes == [(512, 512, 3)]  # padded to a full tile only because the raster is smaller
     assert len(result) == 1
     expected = apply_affine(TRANSFORM, box_corners(result.boxes_px))
@@ -89,7 +90,7 @@ def test_area_of_interest_skips_tiles_and_drops_outside_centres(tmp_path):
     x0, y1 = TRANSFORM * (0, 0)
     x1, y0 = TRANSFORM * (140, 512)
     det = BrightObjectDetector()
-    result = detect_raster(path, det, DetectOptions(tile_size=128, overlap=32, aoi=f"{x0},{y0},{x1},{y1}"))
+    result = detect_raster(path, det, RunSpec(tile_size=128, overlap=32, aoi=f"{x0},{y0},{x1},{y1}"))
     assert sorted(result.boxes_px[:, 1].round().tolist()) == [60.0, 440.0]
     assert sum(det.calls) < 25  # 25 tiles in the raster; only the AOI's columns were run
     # the same box given in WGS 84 degrees
@@ -102,7 +103,7 @@ def test_area_of_interest_skips_tiles_and_drops_outside_centres(tmp_path):
     to_wgs = osr.CoordinateTransformation(srs, wgs)
     (lon0, lat0, _), (lon1, lat1, _) = to_wgs.TransformPoint(x0, y0), to_wgs.TransformPoint(x1 - 10, y1)
     result = detect_raster(path, BrightObjectDetector(),
-                           DetectOptions(tile_size=128, overlap=32,
+                           RunSpec(tile_size=128, overlap=32,
                                          aoi=f"{lon0},{lat0},{lon1},{lat1},EPSG:4326"))
     assert sorted(result.boxes_px[:, 1].round().tolist()) == [60.0, 440.0]
     # polygons from a vector file
@@ -117,13 +118,13 @@ def test_area_of_interest_skips_tiles_and_drops_outside_centres(tmp_path):
     layer.CreateFeature(feature)
     ds = None
     for spec in (str(gpkg), f"{gpkg}|layername=aoi"):
-        options = DetectOptions(tile_size=128, overlap=32, aoi=spec)
+        options = RunSpec(tile_size=128, overlap=32, aoi=spec)
         result = detect_raster(path, BrightObjectDetector(), options)
         assert result.boxes_px[:, :2].round().tolist() == [[440.0, 60.0]]
     with pytest.raises(UserError, match="no layer named"):
-        detect_raster(path, BrightObjectDetector(), DetectOptions(aoi=f"{gpkg}|layername=nope"))
+        detect_raster(path, BrightObjectDetector(), RunSpec(aoi=f"{gpkg}|layername=nope"))
     with pytest.raises(UserError, match="does not overlap"):
-        detect_raster(path, BrightObjectDetector(), DetectOptions(aoi="0,0,10,10"))
+        detect_raster(path, BrightObjectDetector(), RunSpec(aoi="0,0,10,10"))
 
 
 def test_processing_resolution_maps_detections_back_to_native_pixels(tmp_path):
@@ -131,7 +132,7 @@ def test_processing_resolution_maps_detections_back_to_native_pixels(tmp_path):
     img = scene(400, 512, [(*b, RED) for b in truth])
     path = write_raster(tmp_path / "fine.tif", img, transform=TRANSFORM)  # 0.5 m pixels
     det = BrightObjectDetector(threshold=140)
-    result = detect_raster(path, det, DetectOptions(tile_size=128, overlap=32, gsd=1.0))
+    result = detect_raster(path, det, RunSpec(tile_size=128, overlap=32, gsd=1.0))
     assert det.shapes[0] == (128, 128, 3)
     assert len(result) == 2
     order = np.argsort(result.boxes_px[:, 0])
@@ -145,7 +146,7 @@ def test_windows_without_valid_pixels_never_reach_the_network(tmp_path):
     path = write_raster(tmp_path / "half.tif", img, nodata=0)
     det = BrightObjectDetector()
     seen = []
-    result = detect_raster(path, det, DetectOptions(tile_size=128, overlap=0, batch_size=3),
+    result = detect_raster(path, det, RunSpec(tile_size=128, overlap=0, batch_size=3),
                            progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (8, 8) and [d for d, _ in seen] == sorted(set(d for d, _ in seen))
     assert sum(det.calls) == 4 and max(det.calls) <= 3  # the 4 nodata tiles were skipped
@@ -163,30 +164,54 @@ def test_cancel_returns_what_was_found_so_far_marked_partial(tmp_path):
         cancel.set()
 
     result = detect_raster(path, BrightObjectDetector(),
-                           DetectOptions(tile_size=128, overlap=0, batch_size=1),
+                           RunSpec(tile_size=128, overlap=0, batch_size=1),
                            progress=progress, cancel=cancel)
     assert result.partial and seen[0] == (1, 4)
     assert result.tiles_done < 4 and 1 <= len(result) < 4
 
 
-def test_thresholds_of_a_shared_detector_are_restored_after_a_run(tmp_path):
+def test_thresholds_go_to_the_detector_with_each_call_and_never_stick(tmp_path):
     path = write_raster(tmp_path / "t.tif", scene(64, 64, [(30.0, 30.0, 20.0, 8.0, 0.0, RED)]))
     det = BrightObjectDetector()
-    result = detect_raster(path, det, DetectOptions(tile_size=64, overlap=0, score_threshold=0.95))
-    assert len(result) == 0
-    assert det.score_threshold == 0.3
+    strict = detect_raster(path, det, RunSpec(tile_size=64, overlap=0, score_threshold=0.95,
+                                              nms_iou=0.3, max_detections=7))
+    assert len(strict) == 0
+    assert det.thresholds[-1] == Thresholds(score=0.95, nms_iou=0.3, max_detections=7)
+    vars_before = dict(vars(det))
+    vars_before.pop("thresholds"), vars_before.pop("calls"), vars_before.pop("shapes")
+    loose = detect_raster(path, det, RunSpec(tile_size=64, overlap=0))
+    assert len(loose) == 1  # the earlier run's threshold did not stay on the shared detector
+    assert det.thresholds[-1].score == 0.05  # the global default: this detector has no card
+    after = {k: v for k, v in vars(det).items() if k not in ("thresholds", "calls", "shapes")}
+    assert after == vars_before
+
+
+def test_the_card_normalisation_reaches_the_detector(tmp_path):
+    path = write_raster(tmp_path / "n.tif", scene(64, 64, []))
+    det = BrightObjectDetector()
+    card = ModelDefaults(mean=(10.0, 20.0, 30.0), std=(2.0, 3.0, 4.0), channel_order="BGR")
+    detect_raster(path, det, RunSpec(tile_size=64, overlap=0).resolve(card))
+    assert det.normalizations[-1] == Normalization((10.0, 20.0, 30.0), (2.0, 3.0, 4.0), "BGR")
+
+
+def test_class_filter_keeps_only_the_named_classes_and_rejects_unknown_names(tmp_path):
+    truth = [(30.0, 30.0, 20.0, 8.0, 0.0, RED), (90.0, 90.0, 20.0, 8.0, 0.0, BLUE)]
+    path = write_raster(tmp_path / "c.tif", scene(128, 128, truth))
+    result = detect_raster(path, BrightObjectDetector(), RunSpec(tile_size=128, overlap=0, classes=("blue",)))
+    assert result.class_ids.tolist() == [2]
+    with pytest.raises(UserError, match="no class 'bleu'.*red, green, blue"):
+        detect_raster(path, BrightObjectDetector(), RunSpec(classes=("bleu",)))
 
 
 def test_real_reduced_checkpoint_end_to_end_matches_a_direct_predict(tmp_path, golden_dir):
     from qgis_unravel import load_detector
 
     detector = load_detector(golden_dir / "reduced_model.pth", "cpu")
-    detector.score_threshold = 0.3
     detector.rpn_nms_pre = detector.rpn_max_proposals = 300  # fewer proposals: a faster test
     img = scene(128, 128, [(60.0, 50.0, 50.0, 16.0, 0.4, RED), (30.0, 100.0, 30.0, 10.0, -0.6, GREEN)])
     path = write_raster(tmp_path / "real.tif", img, transform=TRANSFORM)
-    result = detect_raster(path, detector, DetectOptions(tile_size=128, overlap=32))
-    direct = detector.predict([img])[0]
+    result = detect_raster(path, detector, RunSpec(tile_size=128, overlap=32, score_threshold=0.3))
+    direct = detector.predict([img], thresholds=Thresholds(score=0.3))[0]
     assert len(result) == len(direct["scores"]) > 0
     order = np.argsort(-direct["scores"], kind="stable")
     assert np.allclose(result.scores, direct["scores"][order], atol=1e-6)
@@ -204,7 +229,7 @@ def test_any_gdal_raster_works_for_example_a_vrt_with_overviews(tmp_path):
     ds = None
     vrt = tmp_path / "scene.vrt"
     gdal.BuildVRT(str(vrt), [str(tif)]).FlushCache()
-    result = detect_raster(vrt, BrightObjectDetector(), DetectOptions(tile_size=128, overlap=32))
+    result = detect_raster(vrt, BrightObjectDetector(), RunSpec(tile_size=128, overlap=32))
     assert sorted(result.class_ids.tolist()) == [0, 2]
     assert np.allclose(sorted(result.boxes_px[:, 0]), [100.0, 200.0], atol=1.0)
 
@@ -212,12 +237,18 @@ def test_any_gdal_raster_works_for_example_a_vrt_with_overviews(tmp_path):
 def test_tiling_defaults_come_from_the_model_and_fp16_is_a_no_op_off_cuda():
     import contextlib
 
-    from qgis_unravel.engine.detect import _autocast, tiling_for
+    from qgis_unravel.engine.detect import _autocast, resolved_for
+
+    def tiling(det, spec):
+        resolved = resolved_for(det, spec)
+        return resolved.tile_size, resolved.overlap
 
     det = BrightObjectDetector(tile_size=800, overlap=150)
-    assert tiling_for(det, DetectOptions()) == (800, 150)
-    assert tiling_for(det, DetectOptions(tile_size=256)) == (256, 64)  # overlap shrinks with the tile
-    assert tiling_for(det, DetectOptions(tile_size=256, overlap=100)) == (256, 100)
+    assert tiling(det, RunSpec()) == (800, 150)
+    assert tiling(det, RunSpec(tile_size=256)) == (256, 64)  # overlap shrinks with the tile
+    assert tiling(det, RunSpec(tile_size=256, overlap=100)) == (256, 100)
+    pinned = RunSpec(tile_size=300).resolve(ModelDefaults(tile_size=600, overlap=40))
+    assert tiling(det, pinned) == (300, 40)  # a resolved spec is never resolved again
     det.info = {}
-    assert tiling_for(det, DetectOptions()) == (1024, 200)
+    assert tiling(det, RunSpec()) == (1024, 200)
     assert isinstance(_autocast(det, True), contextlib.nullcontext)

@@ -16,6 +16,8 @@ import pytest
 import rasterio
 from rasterio.transform import Affine, from_origin
 
+from qgis_unravel.detector.config import Normalization, Thresholds
+
 CUT_SCORE = 0.9
 WHOLE_SCORE = 0.6
 
@@ -25,20 +27,24 @@ class BrightObjectDetector:
 
     def __init__(self, tile_size: int = 256, overlap: int = 64, threshold: int = 180):
         self.classes = ["red", "green", "blue"]
-        self.score_threshold = 0.3
-        self.nms_iou = 0.1
-        self.max_detections = 1000
         self.device = "cpu"
         self.info = {"tile_size": tile_size, "overlap": overlap, "backbone": "bright-blobs"}
         self.threshold = threshold
         self.calls: List[int] = []  # batch sizes seen
         self.shapes: List[tuple] = []
+        self.thresholds: List[Thresholds] = []  # what each call was given
+        self.normalizations: List[Normalization] = []
 
-    def predict(self, images: Sequence[np.ndarray]) -> List[dict]:
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 4, *,
+                thresholds: Optional[Thresholds] = None, normalization: Optional[Normalization] = None,
+                ) -> List[dict]:
+        thresholds = thresholds or Thresholds()
         self.calls.append(len(images))
-        return [self._one(np.asarray(img)) for img in images]
+        self.thresholds.append(thresholds)
+        self.normalizations.append(normalization or Normalization())
+        return [self._one(np.asarray(img), thresholds) for img in images]
 
-    def _one(self, img: np.ndarray) -> dict:
+    def _one(self, img: np.ndarray, th: Thresholds) -> dict:
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
         self.shapes.append(img.shape)
         boxes, scores, classes = [], [], []
@@ -50,7 +56,7 @@ class BrightObjectDetector:
                 or ys.max() == img.shape[0] - 1
             scores.append(CUT_SCORE if touches else WHOLE_SCORE)
             classes.append(int(np.argmax(img[ys, xs].mean(axis=0))))
-        keep = [i for i, s in enumerate(scores) if s >= self.score_threshold][: self.max_detections]
+        keep = [i for i, s in enumerate(scores) if s >= th.score][: th.max_detections]
         return {
             "boxes": np.array([boxes[i] for i in keep], np.float32).reshape(-1, 5),
             "scores": np.array([scores[i] for i in keep], np.float32),

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 ENGINE_MODULES = ["engine." + name for name in (
-    "aoi", "detect", "errors", "georef", "merge", "options", "projdata", "raster", "reader", "result",
-    "scaling", "style", "windows", "writer")] + ["app." + name for name in (
+    "aoi", "contract", "detect", "errors", "georef", "merge", "projdata", "raster", "reader", "result",
+    "scaling", "spec", "style", "windows", "writer")] + ["app." + name for name in (
     "cli", "demo", "models_cli", "terminal", "train_cli", "worker")]
 
 

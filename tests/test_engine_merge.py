@@ -8,8 +8,6 @@ import torch
 
 from qgis_unravel.engine.merge import (
     TileDetections,
-    bounds,
-    candidate_pairs,
     merge,
     nms_across_tiles,
     shift,
@@ -25,19 +23,6 @@ def _random_boxes(n: int, extent: float, seed: int):
         rng.uniform(10, 80, n), rng.uniform(5, 30, n), rng.uniform(-np.pi / 2, np.pi / 2, n),
     ], axis=1)
     return boxes, rng.uniform(0.05, 1, n).astype(np.float32), rng.integers(0, 3, n)
-
-
-def test_candidate_pairs_are_exactly_the_same_class_pairs_whose_bounds_meet():
-    boxes, _, labels = _random_boxes(250, 800, seed=3)
-    aabb = bounds(boxes)
-    found = {tuple(p) for p in candidate_pairs(aabb, labels, cell=97).tolist()}
-    expected = set()
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            a, b = aabb[i], aabb[j]
-            if labels[i] == labels[j] and a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]:
-                expected.add((i, j))
-    assert found == expected and len(expected) > 50
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from qgis_unravel.detector.backbones.unravelnet import build_from_state_dict as build_backbone
-from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.detector.fpn import FPN, build_from_state_dict
+from qgis_unravel.detector.state_dict import strip_prefix
 
 NECKS = {"tiny": ([32, 64, 128, 256], 2_484_224), "small": ([64, 128, 256, 512], 2_607_104)}
 

@@ -22,7 +22,8 @@ ALLOWED = {
     "engine": {"detector", "ops", "worker"},
     "training": {"detector", "ops", "engine", "zoo", "synthetic"},
     "app": {"detector", "ops", "engine", "worker", "zoo", "training", "synthetic"},
-    "plugin": {"worker", "zoo", "engine.style"},  # engine.style: the QML builder, pure Python
+    # engine.style: the QML builder; engine.spec/errors: the RunSpec the plugin fills (pure Python)
+    "plugin": {"worker", "zoo", "engine.style", "engine.spec", "engine.errors"},
 }
 
 
@@ -67,3 +68,58 @@ def test_imports_point_down_only() -> None:
 def test_every_part_has_a_rule() -> None:
     parts = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert parts == set(ALLOWED)
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Dotted qgis_unravel modules a file imports (module level and inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(rel.parts[: len(rel.parts) - node.level])
+                parts = base + (node.module.split(".") if node.module else [])
+            else:
+                parts = (node.module or "").split(".")
+            if parts[:1] == ["qgis_unravel"]:
+                targets = [parts + [alias.name] for alias in node.names]
+                for target in targets:  # "from pkg import module" names a module when it is one
+                    dotted = ".".join(target)
+                    found.add(dotted if _is_module(dotted) else ".".join(parts))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("qgis_unravel."):
+                    found.add(alias.name)
+    return {name for name in found if name != ".".join(rel.parts)}
+
+
+def _is_module(dotted: str) -> bool:
+    path = PACKAGE.parent.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def test_no_import_cycles_between_modules() -> None:
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        graph[name] = {m for m in _module_imports(path) if _is_module(m)}
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt.startswith(node + "."):
+                continue  # a package's front door importing its own submodules is not a cycle
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)

@@ -23,6 +23,7 @@ from qgis_unravel.detector.backbones.legnet import (
     matches,
     remap_legacy_keys,
 )
+from qgis_unravel.detector.config import Thresholds
 
 # Features: the legnet README's cross-version check (torch 2.0.1 vs 2.13) gives max |diff|
 # 8.8e-5 at backbone_out3 (max |ref| 28); this is the tolerance it calls honest.
@@ -434,11 +435,10 @@ def test_detector_end_to_end_matches_mmrotate(legnet_dir, reduced_io, golden_inp
 
     info = json.loads((legnet_dir / "legnet_reduced_model_info.json").read_text())
     detector = qgis_unravel.load_detector(legnet_dir / "legnet_reduced_model.pth")
-    detector.score_threshold = info["test_cfg"]["rcnn"]["score_thr"]
-    detector.nms_iou = info["test_cfg"]["rcnn"]["nms"]["iou_thr"]
-    detector.max_detections = info["test_cfg"]["rcnn"]["max_per_img"]
+    rcnn = info["test_cfg"]["rcnn"]
+    thresholds = Thresholds(rcnn["score_thr"], rcnn["nms"]["iou_thr"], rcnn["max_per_img"])
     with torch.inference_mode():
-        (det,) = detector(golden_input)
+        (det,) = detector(golden_input, thresholds=thresholds)
 
     ref_boxes = torch.from_numpy(reduced_io["det_bboxes"]).double()
     ref_labels = torch.from_numpy(reduced_io["det_labels"]).long()

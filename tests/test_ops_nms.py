@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from qgis_unravel.ops import batched_nms, batched_nms_rotated, box_iou_rotated, nms_rotated
+from qgis_unravel.ops import (
+    batched_nms,
+    batched_nms_rotated,
+    box_iou_rotated,
+    grouped_nms_rotated,
+    nms_rotated,
+)
 from qgis_unravel.ops import greedy as greedy_mod
 from qgis_unravel.ops import spatial as spatial_mod
 from qgis_unravel.ops.nms import nms
@@ -131,6 +137,23 @@ def test_batched_rotated_never_suppresses_across_classes():
     ref = torch.cat(ref).sort()[0]  # ties in score: lower index first
     ref = ref[torch.sort(scores[ref], descending=True, stable=True)[1]]
     torch.testing.assert_close(keep, ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("thr", [0.1, 0.5])
+def test_grouped_nms_in_float64_far_from_the_origin_equals_per_group_naive_greedy(thr):
+    boxes, scores = _clustered_boxes(300, seed=11)
+    labels = torch.randint(0, 3, (300,), generator=torch.Generator().manual_seed(2))
+    far = boxes.double()
+    far[:, :2] += 250_000.0  # raster-wide coordinates: float32 would lose the sub-pixel detail
+    keep = grouped_nms_rotated(far, scores.double(), labels, thr)
+    ref = []
+    for c in range(3):
+        idx = torch.nonzero(labels == c)[:, 0]
+        local = boxes[idx].double()
+        ref.append(idx[_naive_greedy(box_iou_rotated(local, local), scores[idx], thr, strict=False)])
+    ref = torch.cat(ref)
+    ref = ref[torch.sort(scores[ref], descending=True, stable=True)[1]]
+    assert keep.tolist() == ref.tolist() and 0 < len(keep) < 300
 
 
 def _xyxy(n: int, seed: int, objects: int = 12) -> tuple[torch.Tensor, torch.Tensor]:

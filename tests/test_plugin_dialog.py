@@ -20,7 +20,7 @@ from qgis.core import (
 )
 from rasterio.transform import from_origin
 
-from qgis_unravel.app.cli import _options, detect_parser
+from qgis_unravel.engine.spec import RunSpec
 from qgis_unravel.plugin import jobs, live_filter, settings
 from qgis_unravel.plugin.dialog import DetectDialog
 from qgis_unravel.plugin.runner import Runner
@@ -72,23 +72,40 @@ def fill(dlg: DetectDialog, model: str) -> None:
     dlg.iou_spin.setValue(0.2)
 
 
-def test_dialog_values_reach_engine_options(dialog, tmp_path):
+def test_dialog_values_reach_the_run_spec(dialog, tmp_path):
     fill(dialog, "/models/my_checkpoint.pth")
     dialog.file_radio.setChecked(True)
     dialog.file_widget.setFilePath(str(tmp_path / "out.gpkg"))
     dialog.layer_name_edit.setText("ships")
     _choices, job = dialog.build_job()
-    args = detect_parser().parse_args(job.request.to_args())
-    options = _options(args, None)
-    assert (options.tile_size, options.overlap, options.batch_size) == (512, 64, 4)
-    assert options.score_threshold == pytest.approx(0.45)
-    assert options.merge_iou == pytest.approx(0.2)
-    assert options.aoi is None  # whole layer
-    assert options.model_name == "my_checkpoint"
-    assert args.device == "cpu" and args.model == "/models/my_checkpoint.pth"
-    assert args.input == dialog.layer_combo.currentLayer().source()
-    assert args.output == str(tmp_path / "out.gpkg") and args.layer == "ships"
+    spec = job.request
+    assert isinstance(spec, RunSpec) and RunSpec.from_json(spec.to_json()) == spec  # what the worker gets
+    assert (spec.tile_size, spec.overlap, spec.batch_size) == (512, 64, 4)
+    assert spec.score_threshold == pytest.approx(0.45)
+    assert spec.nms_iou == pytest.approx(0.2)
+    assert spec.aoi is None  # whole layer
+    assert spec.resolve().model_name == "my_checkpoint"
+    assert spec.device == "cpu" and spec.model == "/models/my_checkpoint.pth"
+    assert spec.input == dialog.layer_combo.currentLayer().source()
+    assert spec.output == str(tmp_path / "out.gpkg") and spec.layer == "ships"
     assert not job.temporary
+
+
+def test_choosing_a_model_shows_its_card_settings_and_sends_none_of_them(dialog):
+    dialog.set_model("demo-unravelnet-synthetic")
+    assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (512, 128)
+    assert dialog.score_spin.value() == pytest.approx(0.3)
+    _choices, job = dialog.build_job()
+    assert (job.request.tile_size, job.request.overlap, job.request.score_threshold) == (None, None, None)
+    dialog.set_model("legnet-s-orcnn-fair1m")  # the values follow the model until edited
+    assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (1024, 500)
+    dialog.tile_spin.setValue(768)  # an edit: explicit from now on, whatever the model
+    dialog.set_model("demo-unravelnet-synthetic")
+    assert (dialog.tile_spin.value(), dialog.overlap_spin.value()) == (768, 128)
+    _choices, job = dialog.build_job()
+    assert (job.request.tile_size, job.request.overlap) == (768, None)
+    dialog.use_model_settings()
+    assert dialog.tile_spin.value() == 512 and dialog.choices().tile is None
 
 
 def test_choices_are_remembered(qgis_iface, dialog):
@@ -164,7 +181,7 @@ def test_non_file_layer_is_exported_for_the_view(qgis_iface, raster_path, qgis_n
     canvas.setDestinationCrs(virtual.crs())
     canvas.setExtent(QgsRectangle(ORIGIN_X, ORIGIN_Y - 32, ORIGIN_X + 32, ORIGIN_Y))
     job = jobs.build_job(settings.Choices(model="m.pth", extent_mode="canvas"), virtual, canvas)
-    assert job.export is not None and job.request.source == "" and job.request.aoi is None
+    assert job.export is not None and job.request.input == "" and job.request.aoi is None
     path = job.export.write(str(tmp_path))
     with rasterio.open(path) as ds:
         assert ds.crs.to_epsg() == 32633
@@ -234,8 +251,15 @@ def test_gpus_reported_by_the_worker_are_offered_by_name(dialog):
 
 
 def test_first_gpu_is_the_engines_plain_cuda():
-    from qgis_unravel.plugin.request import DetectRequest
+    from qgis_unravel.plugin.request import build_spec
 
-    args = DetectRequest(source="a.tif", output="b.gpkg", model="m.pth", device="cuda:0").to_args()
-    assert args[args.index("--device") + 1] == "cuda"
-    assert detect_parser().parse_args(args).device == "cuda"
+    spec = build_spec(source="a.tif", output="b.gpkg", model="m.pth", device="cuda:0")
+    assert spec.device == "cuda" and RunSpec.from_json(spec.to_json()).device == "cuda"
+    assert build_spec(source="a.tif", output="b.gpkg", model="m.pth", device="cuda:1").device == "cuda:1"
+
+
+def test_a_bad_choice_gets_the_specs_own_message():
+    from qgis_unravel.plugin.request import SpecError, build_spec
+
+    with pytest.raises(SpecError, match=r"overlap \(300\) must be smaller than the tile size \(256\)"):
+        build_spec(source="a.tif", output="b.gpkg", model="m.pth", tile=256, overlap=300)

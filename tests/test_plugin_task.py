@@ -163,21 +163,25 @@ def test_cancel_mid_run_keeps_partial_layer(runner, qgis_iface, golden_dir, wide
 SLOW_FAKE = '''
 import sys, time
 
-def run_detect(argv, emit, cancel):
+def run_detect(spec, emit, cancel):
     sys.stderr.write("slow fake: about to be killed\\n")
     sys.stderr.flush()
     for done in range(10000):
         emit({"type": "progress", "done": done, "total": 10000, "eta_s": None, "stage": "tiles"})
         time.sleep(0.02)
     return 0
+
+if __name__ == "__main__":
+    from qgis_unravel.app.worker import main
+    sys.exit(main(sys.argv[1:], run=run_detect))
 '''
 
 
 def test_killed_worker_gives_error_and_qgis_goes_on(runner, qgis_iface, golden_dir, small_raster,
                                                   tmp_path):
     (tmp_path / "slow_fake.py").write_text(textwrap.dedent(SLOW_FAKE))
-    doomed = WorkerClient("/usr/bin/python3", engine="slow_fake:run_detect",
-                          env={"PYTHONPATH": str(tmp_path)}, log=qgis_log.info)
+    doomed = WorkerClient("/usr/bin/python3", script=str(tmp_path / "slow_fake.py"),
+                          log=qgis_log.info)
     logged = []
     QgsApplication.messageLog().messageReceived.connect(
         lambda message, tag, _level: logged.append((tag, message)))
@@ -252,9 +256,9 @@ def test_non_file_layer_is_fetched_then_detected(runner, qgis_iface, golden_dir,
 
 
 CANCELLABLE_FAKE = '''
-import time
+import sys, time
 
-def run_detect(argv, emit, cancel):
+def run_detect(spec, emit, cancel):
     for done in range(10000):
         if cancel.is_set():
             emit({"type": "result", "output": "/nonexistent.gpkg", "layer": "x", "count": done,
@@ -263,14 +267,17 @@ def run_detect(argv, emit, cancel):
         emit({"type": "progress", "done": done, "total": 10000, "eta_s": None, "stage": "tiles"})
         time.sleep(0.02)
     return 0
+
+if __name__ == "__main__":
+    from qgis_unravel.app.worker import main
+    sys.exit(main(sys.argv[1:], run=run_detect))
 '''
 
 
 def test_unloading_mid_run_cancels_and_adds_nothing(qgis_iface, golden_dir, small_raster, tmp_path,
                                                     qgis_new_project):
     (tmp_path / "cancellable_fake.py").write_text(textwrap.dedent(CANCELLABLE_FAKE))
-    client = WorkerClient("/usr/bin/python3", engine="cancellable_fake:run_detect",
-                          env={"PYTHONPATH": str(tmp_path)})
+    client = WorkerClient("/usr/bin/python3", script=str(tmp_path / "cancellable_fake.py"))
     try:
         qgis_iface.messageBar().clear_messages()
         leaving = Runner(qgis_iface, client_factory=lambda: client)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.detector.roi_head import OrientedRoIHead, map_roi_levels, rois_from_proposals
+from qgis_unravel.detector.state_dict import strip_prefix
 
 GOLDEN_SCORE_THR = 0.201596
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from qgis_unravel.detector.checkpoint import strip_prefix
 from qgis_unravel.detector.rpn import OrientedRPNHead
+from qgis_unravel.detector.state_dict import strip_prefix
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qgis_unravel.detector.checkpoint import strip_prefix
+from qgis_unravel.detector.state_dict import strip_prefix
 from qgis_unravel.training.model import PRESETS, build_model, from_detector_checkpoint, load_backbone
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from qgis_unravel.detector.backbones import common, unravelnet
 from qgis_unravel.detector.backbones.unravelnet import MRA, UnravelNet, build_from_state_dict, matches
-from qgis_unravel.detector.checkpoint import strip_prefix
+from qgis_unravel.detector.state_dict import strip_prefix
 
 PARAMS = {"tiny": (32, 9_679_161), "small": (64, 13_986_581)}
 

@@ -1,17 +1,18 @@
-"""The ``qgis-unravel`` command line, and ``run_detect`` for the QGIS plugin's worker.
+"""The ``qgis-unravel`` command line, and ``run_spec`` for the warm worker.
 
-``run_detect(argv, emit, cancel)`` is the whole ``detect`` command as a function that
-reports through protocol events (progress, warning, log, then exactly one result or
-error) and returns the exit code: 0 done, 1 user error, 2 internal error. ``main`` wraps
-it for a terminal (progress bar, count table) or, with ``--json``, prints the events as
-JSON lines. Loaded detectors are cached per (checkpoint, device), so a warm worker that
-runs many detections loads each model once.
+``run_spec(spec, emit, cancel)`` runs one detection described by a ``RunSpec``, reports
+through protocol events (progress, warning, log, then exactly one result or error) and
+returns the exit code: 0 done, 1 user error, 2 internal error. The resolved spec (explicit
+value > model card > default) comes back in the result event. ``run_detect(argv, ...)``
+turns the ``detect`` command line into a spec and calls it; ``main`` wraps that for a
+terminal (progress bar, count table) or, with ``--json``, prints the events as JSON lines.
+Loaded detectors are cached per (checkpoint, device) and never modified by a run, so a warm
+worker that runs many detections loads each model once.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import threading
@@ -21,14 +22,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.errors import Cancelled, UserError
-from ..engine.options import DEFAULT_MERGE_IOU, DetectOptions
+from ..engine.spec import ModelDefaults, RunSpec
 from ..worker import protocol
 from . import models_cli, train_cli
 from .terminal import TerminalReporter
 
 Emit = Callable[[Dict[str, Any]], None]
 
-_DETECTORS: Dict[Tuple[str, str], Tuple[Any, Dict[str, Any]]] = {}
+_DETECTORS: Dict[Tuple[str, str], Tuple[Any, ModelDefaults]] = {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,14 +46,19 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--model", required=True,
                         help="model id (see 'qgis-unravel models list') or checkpoint path")
     parser.add_argument("--layer", help="layer name in the output (default: the output file's name)")
-    parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model's, usually 1024)")
-    parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model's, 200)")
-    parser.add_argument("--score", type=float, help="minimum score (default: the model's)")
-    parser.add_argument("--iou", type=float, default=DEFAULT_MERGE_IOU,
-                        help=f"IoU of the rotated NMS within and across tiles (default {DEFAULT_MERGE_IOU})")
-    parser.add_argument("--max-detections", type=int, help="most detections per tile (default: the model's)")
-    parser.add_argument("--batch", type=int, default=2, help="tiles per network call (default 2)")
-    parser.add_argument("--device", default="auto", type=_device_choice,
+    parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model card's, else 1024)")
+    parser.add_argument("--overlap", type=int,
+                        help="tile overlap in pixels (default: the model card's, else 200)")
+    parser.add_argument("--score", type=float, help="minimum score (default: the model card's)")
+    parser.add_argument("--iou", type=float,
+                        help="IoU of the rotated NMS within each tile (default: the model card's, else 0.1)")
+    parser.add_argument("--merge-iou", type=float,
+                        help="IoU of the rotated NMS across tiles (default: the same as --iou)")
+    parser.add_argument("--max-detections", type=int,
+                        help="most detections per tile (default: the model card's)")
+    parser.add_argument("--classes", help="keep only these classes, e.g. plane,ship (default: all)")
+    parser.add_argument("--batch", type=int, help="tiles per network call (default: automatic, 2 today)")
+    parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda or cuda:N (default auto: CUDA when available)")
     parser.add_argument("--fp16", action="store_true", help="half-precision autocast on CUDA")
     parser.add_argument("--bands", help="bands to use as R,G,B, e.g. 3,2,1, or one band for grey")
@@ -76,9 +82,41 @@ def detect_parser() -> argparse.ArgumentParser:
 
 def run_detect(argv: Sequence[str], emit: Emit, cancel: Optional[threading.Event] = None) -> int:
     """Run ``detect`` with CLI arguments; report through ``emit``; return the exit code."""
+    return _reporting_errors(emit, lambda: _run(spec_from_argv(argv), emit, cancel))
+
+
+def run_spec(spec: RunSpec, emit: Emit, cancel: Optional[threading.Event] = None) -> int:
+    """Run one detection described by ``spec``; report through ``emit``; return the exit code."""
+    return _reporting_errors(emit, lambda: _run(spec, emit, cancel))
+
+
+def spec_from_argv(argv: Sequence[str]) -> RunSpec:
+    """The ``detect`` command line as a validated (not yet resolved) RunSpec."""
+    args = detect_parser().parse_args(list(argv))
+    if args.output is None and not args.json:
+        raise UserError("give an output file with -o OUT.gpkg")
+    return spec_from_args(args)
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """Only what the user typed: every option left out stays empty (the model's default)."""
+    return RunSpec(
+        input=args.input, output=args.output, layer=args.layer, overwrite=args.overwrite,
+        append=args.append, model=args.model, device=args.device,
+        tile_size=args.tile, overlap=args.overlap, batch_size=args.batch,
+        score_threshold=args.score, nms_iou=args.iou, merge_iou=args.merge_iou,
+        max_detections=args.max_detections,
+        classes=tuple(_names(args.classes)) if args.classes else (),
+        bands=tuple(_int_list(args.bands, "--bands")) if args.bands else None,
+        value_range=_range(args.value_range) if args.value_range else None,
+        gsd=args.gsd, aoi=args.aoi, fp16=args.fp16, seam_rule=not args.no_seam_rule,
+    ).validate()
+
+
+def _reporting_errors(emit: Emit, body: Callable[[], int]) -> int:
+    """Turn every failure into exactly one error event and an exit code."""
     try:
-        args = detect_parser().parse_args(list(argv))
-        return _detect(args, emit, cancel)
+        return body()
     except UserError as exc:
         emit(protocol.error(str(exc), "user"))
         return 1
@@ -93,22 +131,24 @@ def run_detect(argv: Sequence[str], emit: Emit, cancel: Optional[threading.Event
         return 2
 
 
-def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Event]) -> int:
+def _run(spec: RunSpec, emit: Emit, cancel: Optional[threading.Event]) -> int:
     from ..engine.detect import detect_raster
     from ..engine.raster import describe, open_dataset
     from ..engine.writer import driver_for, write_detections
 
-    if args.output is None and not args.json:
-        raise UserError("give an output file with -o OUT.gpkg")
-    if args.output is not None:
-        driver_for(Path(args.output))  # reject an unknown format before hours of work
-    if args.overwrite and args.append:
-        raise UserError("--overwrite and --append exclude each other; choose one")
-    options = _options(args, None)  # checks the options before anything slow happens
-    with open_dataset(args.input) as ds:  # a bad raster fails before the model loads
-        describe(ds, options.bands)
-    detector, card = _detector(args.model, _device(args.device), emit)
-    options = _options(args, card)
+    spec.validate()  # before anything slow happens
+    if not spec.input:
+        raise UserError("no input raster given")
+    if not spec.model:
+        raise UserError("no model given: pass a model id (see 'qgis-unravel models list') "
+                        "or a checkpoint path")
+    if spec.output is not None:
+        driver_for(Path(spec.output))  # reject an unknown format before hours of work
+    with open_dataset(spec.input) as ds:  # a bad raster fails before the model loads
+        describe(ds, spec.bands)
+    detector, defaults = _detector(spec.model, _device(spec.device), emit)
+    spec = spec.resolve(defaults)  # the one place a run's settings are decided
+    emit({"type": "log", "message": f"settings: {spec.summary()}"})
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
@@ -116,12 +156,12 @@ def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Eve
         eta = elapsed / done * (total - done) if done else None
         emit(protocol.progress(done, total, eta, "tiles"))
 
-    result = detect_raster(args.input, detector, options, progress=progress, cancel=cancel)
-    for note in result.warnings + _resolution_warnings(card, args, result):
+    result = detect_raster(spec.input, detector, spec, progress=progress, cancel=cancel)
+    for note in result.warnings + resolution_warnings(defaults, result.pixel_size_m):
         emit(protocol.warning(note))
     written = None
-    if args.output is not None:
-        written = write_detections(result, args.output, args.layer, args.overwrite, args.append)
+    if spec.output is not None:
+        written = write_detections(result, spec.output, spec.layer, spec.overwrite, spec.append)
     event = {
         "type": "result",
         "output": written.path if written else None,
@@ -129,21 +169,15 @@ def _detect(args: argparse.Namespace, emit: Emit, cancel: Optional[threading.Eve
         "count": len(result),
         "counts": result.counts(),
         "partial": result.partial,
-        "model": options.model_name,
+        "model": spec.model_name,
         "features": None if written else result.features(),
         "crs": result.crs_wkt,
         "tiles": result.tiles_total,
         "seconds": round(time.monotonic() - started, 2),
+        "spec": spec.to_dict(),
     }
     emit(event)
     return 0
-
-
-def _device_choice(text: str) -> str:
-    """argparse type for --device: auto, cpu, cuda, or cuda:N for the N-th GPU."""
-    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
-        return text
-    raise argparse.ArgumentTypeError(f"invalid device {text!r}: use auto, cpu, cuda or cuda:N")
 
 
 def _device(choice: str) -> str:
@@ -178,8 +212,8 @@ def _resolve(model: str, emit: Emit) -> Tuple[Path, Any]:
         raise UserError(str(exc)) from None
 
 
-def _detector(model: str, device: str, emit: Emit) -> Tuple[Any, Any]:
-    """Load (or reuse) the detector for ``model`` on ``device``."""
+def _detector(model: str, device: str, emit: Emit) -> Tuple[Any, ModelDefaults]:
+    """Load (or reuse) the detector for ``model`` on ``device``, with the model's run defaults."""
     path, card = _resolve(model, emit)
     key = (str(path), device)
     if key not in _DETECTORS:
@@ -197,35 +231,12 @@ def _detector(model: str, device: str, emit: Emit) -> Tuple[Any, Any]:
                 apply_card(detector, card)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
-        _DETECTORS[key] = (detector, {"card": card})
-    detector, extra = _DETECTORS[key]
-    return detector, extra["card"]
-
-
-def _options(args: argparse.Namespace, card: Any) -> DetectOptions:
-    tiling = getattr(card, "tiling", None)
-    thresholds = getattr(card, "thresholds", None)
-    if args.batch < 1:
-        raise UserError(f"--batch must be at least 1, not {args.batch}")
-    if not 0 < args.iou <= 1:
-        raise UserError(f"--iou must be in (0, 1], not {args.iou}")
-    if args.score is not None and not 0 <= args.score <= 1:
-        raise UserError(f"--score must be between 0 and 1, not {args.score}")
-    return DetectOptions(
-        tile_size=args.tile or getattr(tiling, "tile_size", None),
-        overlap=args.overlap if args.overlap is not None else getattr(tiling, "overlap", None),
-        score_threshold=args.score if args.score is not None else getattr(thresholds, "score", None),
-        merge_iou=args.iou,
-        max_detections=args.max_detections or getattr(thresholds, "max_detections", None),
-        batch_size=args.batch,
-        bands=_int_list(args.bands, "--bands") if args.bands else None,
-        value_range=_range(args.value_range) if args.value_range else None,
-        gsd=args.gsd,
-        aoi=args.aoi,
-        fp16=args.fp16,
-        seam_rule=not args.no_seam_rule,
-        model_name=getattr(card, "id", None) or Path(args.model).stem,
-    )
+        if card is not None:
+            defaults = ModelDefaults.from_card(card)
+        else:
+            defaults = ModelDefaults.from_info(getattr(detector, "info", None), name=path.stem)
+        _DETECTORS[key] = (detector, defaults)
+    return _DETECTORS[key]
 
 
 def _int_list(text: str, flag: str) -> List[int]:
@@ -233,6 +244,10 @@ def _int_list(text: str, flag: str) -> List[int]:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise UserError(f"{flag} takes band numbers separated by commas, e.g. 3,2,1, not {text!r}") from None
+
+
+def _names(text: str) -> List[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _range(text: str) -> Tuple[float, float]:
@@ -243,13 +258,11 @@ def _range(text: str) -> Tuple[float, float]:
     return low, high
 
 
-def _resolution_warnings(card: Any, args: argparse.Namespace, result: Any) -> List[str]:
+def resolution_warnings(defaults: ModelDefaults, gsd: Optional[float]) -> List[str]:
     """A hint when the raster's resolution is far from what the model was trained on."""
-    resolution = getattr(card, "ground_resolution_m", None)
-    gsd = result.pixel_size_m
-    if resolution is None or gsd is None:
+    low, high = defaults.gsd_min, defaults.gsd_max
+    if gsd is None or (low is None and high is None):
         return []
-    low, high = resolution.min, resolution.max
     if (low is not None and gsd < low / 2) or (high is not None and gsd > high * 2):
         trained = " to ".join(f"{v:g}" for v in (low, high) if v is not None)
         return [f"the raster is processed at {gsd:.2g} m per pixel but the model was trained for "

@@ -6,6 +6,10 @@ a thread, so ``cancel`` and ``ping`` are answered while it runs. The process exi
 ``shutdown``, when stdin closes (its client died) or after ``--idle`` seconds without work, so
 a forgotten worker never holds memory or a GPU forever.
 
+A ``detect`` request carries its run as a ``RunSpec`` in JSON (``"spec": {...}``); the worker
+checks it and hands it to the run function, ``app.cli.run_spec`` unless ``main`` is given
+another one (the tests start a small script that passes a fake).
+
 Only protocol lines may reach stdout: the real stdout is kept for them and file descriptor 1 is
 pointed at stderr, so stray prints from libraries cannot corrupt the stream.
 """
@@ -13,7 +17,6 @@ pointed at stderr, so stray prints from libraries cannot corrupt the stream.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import queue
 import sys
@@ -21,10 +24,12 @@ import threading
 import traceback
 from typing import IO, Any, Callable
 
+from ..engine.errors import UserError
+from ..engine.spec import RunSpec
 from ..worker import protocol
 
-DEFAULT_ENGINE = "qgis_unravel.app.cli:run_detect"
 TERMINAL = ("result", "error")
+RunFn = Callable[[RunSpec, Callable[[dict], None], threading.Event], int]
 
 
 class CancelFlag(threading.Event):
@@ -32,12 +37,6 @@ class CancelFlag(threading.Event):
 
     def __call__(self) -> bool:
         return self.is_set()
-
-
-def load_engine(spec: str) -> Callable[..., int]:
-    """Import ``module:function``; the default is the engine's ``run_detect``."""
-    module_name, _, func_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), func_name or "run_detect")
 
 
 def describe_runtime() -> dict[str, Any]:
@@ -67,9 +66,9 @@ def describe_runtime() -> dict[str, Any]:
 class Job:
     """One detection request running in its own thread."""
 
-    def __init__(self, request_id: str, args: list[str], server: WorkerServer):
+    def __init__(self, request_id: str, spec: RunSpec, server: WorkerServer):
         self.id = request_id
-        self.args = args
+        self.spec = spec
         self.cancel = CancelFlag()
         self.finished_with_event = False
         self._server = server
@@ -84,11 +83,7 @@ class Job:
 
     def _run(self) -> None:
         try:
-            code = self._server.engine()(self.args, self.emit, self.cancel)
-        except SystemExit as exc:  # argparse errors in the engine
-            code = exc.code if isinstance(exc.code, int) else 2
-            if not self.finished_with_event:
-                self.emit(protocol.error(f"invalid arguments for detect ({exc.code})", "user"))
+            code = self._server.run(self.spec, self.emit, self.cancel)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             self.emit(protocol.error(f"{type(exc).__name__}: {exc}", "internal"))
@@ -102,19 +97,13 @@ class Job:
 class WorkerServer:
     """Reads requests, runs jobs, writes events; see the module docstring."""
 
-    def __init__(self, out: IO[str], engine_spec: str = DEFAULT_ENGINE, idle_s: float = 600.0):
+    def __init__(self, out: IO[str], run: RunFn, idle_s: float = 600.0):
         self._out = out
-        self._engine_spec = engine_spec
-        self._engine: Callable[..., int] | None = None
+        self.run = run
         self.idle_s = idle_s
         self._lock = threading.Lock()
         self._job: Job | None = None
         self._inbox: queue.Queue = queue.Queue()
-
-    def engine(self) -> Callable[..., int]:
-        if self._engine is None:
-            self._engine = load_engine(self._engine_spec)
-        return self._engine
 
     def send(self, message: dict[str, Any]) -> None:
         with self._lock:
@@ -181,17 +170,17 @@ class WorkerServer:
 
     def _start_job(self, request: dict[str, Any]) -> None:
         request_id = str(request.get("id", ""))
-        args = request.get("args")
-        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-            self.send({**protocol.error("detect needs 'args', a list of strings", "internal"),
-                       "id": request_id})
+        try:
+            spec = RunSpec.from_dict(request.get("spec")).validate()
+        except (UserError, TypeError) as exc:
+            self.send({**protocol.error(f"bad run spec: {exc}", "user"), "id": request_id})
             return
         with self._lock:
             if self._job is not None:
                 busy_id = self._job.id
                 job = None
             else:
-                job = self._job = Job(request_id, args, self)
+                job = self._job = Job(request_id, spec, self)
         if job is None:
             self.send({**protocol.error(f"the worker is busy with request {busy_id}", "user"),
                        "id": request_id})
@@ -223,16 +212,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      description="Warm UnravelNet worker speaking JSON lines.")
     parser.add_argument("--idle", type=float, default=600.0,
                         help="exit after this many seconds without a request (0: never)")
-    parser.add_argument("--engine", default=DEFAULT_ENGINE,
-                        help="module:function that runs one detection (for tests)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, run: RunFn | None = None) -> int:
+    """Serve requests on stdin; ``run`` runs one detection (default: the engine's ``run_spec``)."""
     args = parse_args(argv)
+    if run is None:
+        from .cli import run_spec as run
     out = protocol_stdout()
     stdin = open(sys.stdin.fileno(), encoding="utf-8", closefd=False)  # noqa: SIM115
-    server = WorkerServer(out, args.engine, args.idle)
+    server = WorkerServer(out, run, args.idle)
     return server.serve(stdin)
 
 

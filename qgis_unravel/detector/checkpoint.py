@@ -18,8 +18,8 @@ from torch import Tensor
 
 from .config import ROI_OUTPUT_SIZE
 from .oriented_rcnn import OrientedRCNN, default_class_names
+from .state_dict import StateDict, strip_prefix
 
-StateDict = Dict[str, Tensor]
 PathLike = Union[str, Path]
 
 SUPPORTED = "an mmrotate Oriented R-CNN with an UnravelNet or LEGNet backbone"
@@ -99,11 +99,6 @@ def _load_weights_only(path: Path) -> Any:
     allowed += [type(np.dtype(t)) for t in plain]  # numpy.dtype[float64] and friends
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> StateDict:
-    """The tensors under ``prefix`` (e.g. ``"backbone."``), keyed without it; others dropped."""
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def split_checkpoint(obj: Any, name: str = "checkpoint") -> Tuple[StateDict, Dict[str, Any]]:

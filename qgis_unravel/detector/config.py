@@ -65,3 +65,24 @@ class RCNNTestConfig:
     score_thr: float = 0.05
     nms_iou: float = 0.1
     max_per_img: int = 2000
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-call post-processing of the second stage (a run's score / NMS IoU / cut).
+
+    Passed to every ``predict`` call, so a detector shared by many runs is never mutated.
+    """
+
+    score: float = RCNNTestConfig.score_thr
+    nms_iou: float = RCNNTestConfig.nms_iou
+    max_detections: int = RCNNTestConfig.max_per_img
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-call input normalisation: mean and std (0..255 scale) in the network's channel order."""
+
+    mean: Tuple[float, float, float] = PIXEL_MEAN
+    std: Tuple[float, float, float] = PIXEL_STD
+    channel_order: str = "RGB"

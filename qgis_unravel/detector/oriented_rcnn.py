@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import DOTA_V1_CLASSES, SIZE_DIVISOR
+from .config import DOTA_V1_CLASSES, SIZE_DIVISOR, Normalization, Thresholds
 from .preprocess import check_image, make_batch, padded_size
 from .roi_head import OrientedRoIHead, rois_from_proposals
 from .rpn import OrientedRPNHead
@@ -70,30 +70,12 @@ class OrientedRCNN(nn.Module):
         roi = OrientedRoIHead(fpn_width, roi_fc_width, num_classes)
         return cls(backbone, neck, rpn, roi, classes=classes, info=info)
 
-    # settable test-time parameters -------------------------------------------------
+    # test-time parameters ----------------------------------------------------------
     @property
-    def score_threshold(self) -> float:
-        return self.roi_head.test_cfg.score_thr
-
-    @score_threshold.setter
-    def score_threshold(self, value: float) -> None:
-        self.roi_head.test_cfg.score_thr = float(value)
-
-    @property
-    def nms_iou(self) -> float:
-        return self.roi_head.test_cfg.nms_iou
-
-    @nms_iou.setter
-    def nms_iou(self, value: float) -> None:
-        self.roi_head.test_cfg.nms_iou = float(value)
-
-    @property
-    def max_detections(self) -> int:
-        return self.roi_head.test_cfg.max_per_img
-
-    @max_detections.setter
-    def max_detections(self, value: int) -> None:
-        self.roi_head.test_cfg.max_per_img = int(value)
+    def default_thresholds(self) -> Thresholds:
+        """The config's second-stage thresholds, used when a call passes none."""
+        cfg = self.roi_head.test_cfg
+        return Thresholds(cfg.score_thr, cfg.nms_iou, cfg.max_per_img)
 
     @property
     def rpn_nms_pre(self) -> int:
@@ -159,17 +141,19 @@ class OrientedRCNN(nn.Module):
         """FPN maps P2..P6 for a normalised (B, 3, H, W) batch."""
         return list(self.neck(list(self.backbone(batch))))
 
-    def forward(self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[Result]:
+    def forward(self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                thresholds: Optional[Thresholds] = None) -> List[Result]:
         """Detect in a normalised batch; ``image_sizes`` (H, W) are the unpadded sizes.
 
         Returns one dict per image with "boxes" (N, 5), "scores" (N,), "labels" (N,),
-        sorted by descending score.
+        sorted by descending score. ``thresholds`` apply to this call only.
         """
-        stages = self.run_stages(batch, image_sizes)
+        stages = self.run_stages(batch, image_sizes, thresholds)
         return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in stages["detections"]]
 
     def run_stages(
-        self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None
+        self, batch: Tensor, image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        thresholds: Optional[Thresholds] = None,
     ) -> Dict[str, Any]:
         """``forward`` keeping every intermediate (features, proposals, RoIs, raw head outputs),
         for parity checks and diagnostics."""
@@ -183,7 +167,7 @@ class OrientedRCNN(nn.Module):
             proposals = self.rpn_head.proposals(*self.rpn_head(feats))
             rois = rois_from_proposals(proposals)
             cls_score, bbox_pred = self.roi_head(feats, rois)
-            dets = self.roi_head.postprocess(rois, cls_score, bbox_pred, image_sizes)
+            dets = self.roi_head.postprocess(rois, cls_score, bbox_pred, image_sizes, thresholds)
         return {
             "features": feats,
             "proposals": proposals,
@@ -213,11 +197,16 @@ class OrientedRCNN(nn.Module):
             )
 
     # images ----------------------------------------------------------------------
-    def predict(self, images: Sequence[np.ndarray], batch_size: int = 4) -> List[Dict[str, np.ndarray]]:
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 4, *,
+                thresholds: Optional[Thresholds] = None,
+                normalization: Optional[Normalization] = None) -> List[Dict[str, np.ndarray]]:
         """Detect in RGB uint8 (H, W, 3) arrays of any size; numpy results in input order.
 
-        Images are normalised, padded bottom/right (with 0 after normalisation, as mmdet does)
-        to a multiple of 32 (a square one when the backbone needs it) and batched by padded size.
+        Images are normalised (``normalization``; default ImageNet RGB), padded bottom/right
+        (with 0 after normalisation, as mmdet does) to a multiple of 32 (a square one when the
+        backbone needs it) and batched by padded size. ``thresholds`` (default: the config's)
+        apply to this call only: the model is never changed, so one cached model serves
+        concurrent runs with different settings.
         """
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise ValueError("predict() takes a list of images; wrap a single image in a list")
@@ -227,9 +216,9 @@ class OrientedRCNN(nn.Module):
         for size, indices in self._group_by_padded_size(images).items():
             for start in range(0, len(indices), step):
                 chunk = indices[start : start + step]
-                batch = make_batch([images[i] for i in chunk], size, self.device)
+                batch = make_batch([images[i] for i in chunk], size, self.device, normalization)
                 sizes = [tuple(images[i].shape[:2]) for i in chunk]
-                for i, out in zip(chunk, self(batch, sizes)):
+                for i, out in zip(chunk, self(batch, sizes, thresholds)):
                     results[i] = _to_numpy(out)
         return results  # type: ignore[return-value]
 

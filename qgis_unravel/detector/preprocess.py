@@ -7,13 +7,13 @@ near the bottom and right edges.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .config import PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR
+from .config import SIZE_DIVISOR, Normalization
 
 
 def check_image(image: object, index: int = 0) -> np.ndarray:
@@ -44,19 +44,27 @@ def padded_size(height: int, width: int, square: bool, min_size: int = SIZE_DIVI
     return pad_h, pad_w
 
 
-def normalise(image: np.ndarray, device: torch.device) -> Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised with the ImageNet statistics."""
+def normalise(image: np.ndarray, device: torch.device,
+              norm: Optional[Normalization] = None) -> Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in the network's channel order, normalised.
+
+    ``norm`` defaults to the ImageNet statistics in RGB order (mmdet's ``to_rgb=True``).
+    """
+    norm = norm or Normalization()
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     x = x.permute(2, 0, 1).float()
-    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32, device=device)[:, None, None]
-    std = torch.tensor(PIXEL_STD, dtype=torch.float32, device=device)[:, None, None]
+    if norm.channel_order == "BGR":
+        x = x.flip(0)
+    mean = torch.tensor(norm.mean, dtype=torch.float32, device=device)[:, None, None]
+    std = torch.tensor(norm.std, dtype=torch.float32, device=device)[:, None, None]
     return (x - mean) / std
 
 
-def make_batch(images: Sequence[np.ndarray], size: Tuple[int, int], device: torch.device) -> Tensor:
+def make_batch(images: Sequence[np.ndarray], size: Tuple[int, int], device: torch.device,
+               norm: Optional[Normalization] = None) -> Tensor:
     """Normalise each image and pad it bottom/right with 0 into a (B, 3, H, W) batch."""
     batch = torch.zeros((len(images), 3, size[0], size[1]), dtype=torch.float32, device=device)
     for i, image in enumerate(images):
         h, w = image.shape[:2]
-        batch[i, :, :h, :w] = normalise(image, device)
+        batch[i, :, :h, :w] = normalise(image, device, norm)
     return batch

@@ -7,7 +7,7 @@ Three steps are exposed on their own because the trainer needs them separately:
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from .config import (
     ROI_SAMPLING_RATIO,
     ROI_STRIDES,
     RCNNTestConfig,
+    Thresholds,
 )
 
 Detections = Tuple[Tensor, Tensor, Tensor]  # boxes (N, 5), scores (N,), labels (N,)
@@ -180,8 +181,15 @@ class OrientedRoIHead(nn.Module):
         cls_score: Tensor,
         bbox_pred: Tensor,
         image_sizes: Sequence[Tuple[int, int]],
+        thresholds: Optional[Thresholds] = None,
     ) -> List[Detections]:
-        """Per image: softmax, decode (centres clamped to the image), threshold, NMS, cut."""
+        """Per image: softmax, decode (centres clamped to the image), threshold, NMS, cut.
+
+        ``thresholds`` are this call's; None uses the head's ``test_cfg`` (the config's values).
+        """
+        if thresholds is None:
+            cfg = self.test_cfg
+            thresholds = Thresholds(cfg.score_thr, cfg.nms_iou, cfg.max_per_img)
         boxes = self.bbox_coder.decode(rois[:, 1:], bbox_pred)
         scores = F.softmax(cls_score, dim=-1)
         image_ids = rois[:, 0].long()
@@ -189,24 +197,24 @@ class OrientedRoIHead(nn.Module):
         for index, size in enumerate(image_sizes):
             mask = image_ids == index
             img_boxes = _clamp_centres(boxes[mask], size)
-            results.append(self._multiclass_nms(img_boxes, scores[mask]))
+            results.append(_multiclass_nms(img_boxes, scores[mask], thresholds))
         return results
 
-    def _multiclass_nms(self, boxes: Tensor, scores: Tensor) -> Detections:
-        """mmrotate multiclass_nms_rotated with class-agnostic boxes."""
-        cfg = self.test_cfg
-        num_classes = scores.shape[1] - 1
-        fg = scores[:, :num_classes]
-        valid = fg > cfg.score_thr
-        box_idx, labels = torch.nonzero(valid, as_tuple=True)
-        cand_scores = fg[box_idx, labels]
-        cand_boxes = boxes[box_idx]
-        if cand_boxes.shape[0] == 0:
-            return cand_boxes, cand_scores, labels
-        keep = batched_nms_rotated(cand_boxes, cand_scores, labels, cfg.nms_iou)
-        if cfg.max_per_img > 0:
-            keep = keep[: cfg.max_per_img]
-        return cand_boxes[keep], cand_scores[keep], labels[keep]
+
+def _multiclass_nms(boxes: Tensor, scores: Tensor, th: Thresholds) -> Detections:
+    """mmrotate multiclass_nms_rotated with class-agnostic boxes."""
+    num_classes = scores.shape[1] - 1
+    fg = scores[:, :num_classes]
+    valid = fg > th.score
+    box_idx, labels = torch.nonzero(valid, as_tuple=True)
+    cand_scores = fg[box_idx, labels]
+    cand_boxes = boxes[box_idx]
+    if cand_boxes.shape[0] == 0:
+        return cand_boxes, cand_scores, labels
+    keep = batched_nms_rotated(cand_boxes, cand_scores, labels, th.nms_iou)
+    if th.max_detections > 0:
+        keep = keep[: th.max_detections]
+    return cand_boxes[keep], cand_scores[keep], labels[keep]
 
 
 def _clamp_centres(boxes: Tensor, size: Tuple[int, int]) -> Tensor:

@@ -1,30 +1,17 @@
-"""Large-raster detection: windows, reading, merging, georeferencing, writers and the CLI.
+"""Large-raster detection as a pure pipeline: raster -> windows -> detector -> merge ->
+georeference -> writer, driven by one resolved ``RunSpec``.
 
-The public entry points are loaded on first use, so ``import qgis_unravel.engine`` stays
-cheap (no GDAL, rasterio or torch until something needs them)::
+Only the run spec and the error types are imported here, so ``import qgis_unravel.engine``
+stays cheap (no GDAL, rasterio or torch); the pipeline lives in its modules::
 
-    from qgis_unravel.engine import DetectOptions, detect_raster, write_detections
+    from qgis_unravel.engine import RunSpec
+    from qgis_unravel.engine.detect import detect_raster
+    from qgis_unravel.engine.writer import write_detections
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from .errors import Cancelled, UserError
+from .spec import ModelDefaults, RunSpec
 
-_EXPORTS = {
-    "DetectOptions": ".options",
-    "detect_raster": ".detect",
-    "write_detections": ".writer",
-    "RasterDetections": ".result",
-    "UserError": ".errors",
-    "Cancelled": ".errors",
-    "categorized_qml": ".style",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name], __name__), name)
+__all__ = ["Cancelled", "ModelDefaults", "RunSpec", "UserError"]

@@ -1,5 +1,9 @@
 """``detect_raster``: the whole large-raster pipeline for one raster and one detector.
 
+The run's settings come as one resolved ``RunSpec`` (an unresolved one is resolved here against
+the detector's own defaults: the Python API gets the same rules as the CLI). Thresholds and
+normalisation go to the detector with every call; the detector is never modified.
+
 open and check the raster -> choose bands and scaling -> tile grid (optionally resampled
 and clipped to an AOI) -> tiles read ahead in a thread, batched through the detector ->
 merge across tiles -> map polygons and sizes. Nothing here holds more than a few tiles of
@@ -10,34 +14,37 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .aoi import AreaOfInterest, load_aoi
+from .contract import Detector, normalization_of, thresholds_of
 from .errors import UserError
 from .georef import Georeferencer, apply_affine, box_corners
 from .merge import Detections, TileDetections, merge
-from .options import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, DetectOptions
 from .raster import RasterInfo, describe, open_dataset
 from .reader import Prefetcher, ProcessingGrid, limit_block_cache, processing_grid
 from .result import RasterDetections
 from .scaling import choose_scaling
+from .spec import ModelDefaults, RunSpec
 from .windows import Tile, tile_grid
 
 ProgressFn = Callable[[int, int], None]
 
 
 def detect_raster(
-    source: Any, detector: Any, options: Optional[DetectOptions] = None,
+    source: Any, detector: Detector, options: Optional[RunSpec] = None,
     progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None,
 ) -> RasterDetections:
     """Detect objects in a raster of any size; map polygons in the raster's CRS.
 
+    ``options`` is the run's spec (resolved against ``detector.info`` if it is not yet).
     ``progress(done, total)`` is called after every batch of tiles. Setting ``cancel``
     stops after the current batch and returns what was found so far, marked ``partial``.
     """
-    options = options or DetectOptions()
+    options = resolved_for(detector, options)
+    wanted = class_ids(detector, options.classes)  # a typo in a class name fails before any tile
     notes: List[str] = []
     limit_block_cache()
     with open_dataset(source) as ds:
@@ -49,17 +56,17 @@ def detect_raster(
     georef = Georeferencer(info.transform, info.crs_wkt)
     pixel_size = georef.pixel_size_m(info.width, info.height)
     pgrid = processing_grid(info.width, info.height, pixel_size, options.gsd)
-    tile_size, overlap = tiling_for(detector, options)
-    grid = tile_grid(pgrid.width, pgrid.height, tile_size, overlap)
+    grid = tile_grid(pgrid.width, pgrid.height, options.tile_size, options.overlap)
     aoi = load_aoi(options.aoi, info.crs_wkt) if options.aoi else None
     tiles = [t for t in grid.tiles if aoi is None or aoi.meets_polygon(tile_footprint(t, pgrid, info))]
     if aoi is not None and not tiles:
         raise UserError("the area of interest does not overlap the raster")
 
-    with configured(detector, options):
-        parts, seen, skipped, partial = _run_tiles(info, scaling, pgrid, tiles, detector, options,
-                                                   progress, cancel)
+    parts, seen, skipped, partial = _run_tiles(info, scaling, pgrid, tiles, detector, options,
+                                               progress, cancel)
     merged = merge(parts, grid, seen, options.merge_iou, options.seam_rule)
+    if wanted is not None:
+        merged = merged.take(np.isin(merged.labels, wanted))
     result = _to_map(merged, pgrid, info, georef, aoi, detector, options)
     result.partial = partial
     result.tiles_total = len(tiles)
@@ -73,38 +80,30 @@ def detect_raster(
     return result
 
 
-def tiling_for(detector: Any, options: DetectOptions) -> Tuple[int, int]:
-    """Tile size and overlap: the options', else the model's, else 1024 and 200.
+def resolved_for(detector: Any, spec: Optional[RunSpec]) -> RunSpec:
+    """``spec`` as it will run: resolved once, against the detector's own defaults if needed."""
+    spec = spec or RunSpec()
+    if spec.resolved:
+        return spec
+    return spec.resolve(ModelDefaults.from_info(getattr(detector, "info", None)))
 
-    A small tile given without an overlap gets at most a quarter of itself as overlap.
-    """
-    info = getattr(detector, "info", None) or {}
-    tile = int(options.tile_size or info.get("tile_size") or DEFAULT_TILE_SIZE)
-    if options.overlap is not None:
-        return tile, int(options.overlap)
-    return tile, min(int(info.get("overlap", DEFAULT_OVERLAP)), tile // 4)
+
+def class_ids(detector: Any, names: Sequence[str]) -> Optional[np.ndarray]:
+    """Indices of the class names to keep (None keeps all); an unknown name is a UserError."""
+    if not names:
+        return None
+    classes = [str(c) for c in getattr(detector, "classes", [])]
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise UserError(f"the model has no class {', '.join(map(repr, unknown))}; "
+                        f"its classes are: {', '.join(classes)}")
+    return np.array([classes.index(n) for n in names], dtype=np.int64)
 
 
 def tile_footprint(tile: Tile, pgrid: ProcessingGrid, info: RasterInfo) -> np.ndarray:
     """The (4, 2) map-coordinate corners of the raster area a tile covers."""
     px = np.array([[tile.x0, tile.y0], [tile.x1, tile.y0], [tile.x1, tile.y1], [tile.x0, tile.y1]], float)
     return apply_affine(info.transform, pgrid.to_native(px))
-
-
-@contextlib.contextmanager
-def configured(detector: Any, options: DetectOptions) -> Iterator[None]:
-    """Apply the run's thresholds to a (possibly cached) detector and restore them after."""
-    names = {"score_threshold": options.score_threshold, "nms_iou": options.merge_iou,
-             "max_detections": options.max_detections}
-    saved = {name: getattr(detector, name) for name in names if hasattr(detector, name)}
-    try:
-        for name, value in names.items():
-            if value is not None and name in saved:
-                setattr(detector, name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(detector, name, value)
 
 
 def _autocast(detector: Any, fp16: bool) -> contextlib.AbstractContextManager:
@@ -120,7 +119,7 @@ def _autocast(detector: Any, fp16: bool) -> contextlib.AbstractContextManager:
 
 def _run_tiles(
     info: RasterInfo, scaling: Any, pgrid: ProcessingGrid, tiles: Sequence[Tile], detector: Any,
-    options: DetectOptions, progress: Optional[ProgressFn], cancel: Optional[threading.Event],
+    options: RunSpec, progress: Optional[ProgressFn], cancel: Optional[threading.Event],
 ) -> Tuple[List[TileDetections], List[int], int, bool]:
     """Run the network over the tiles as they arrive from the reading thread.
 
@@ -141,9 +140,12 @@ def _run_tiles(
             reported[0] = done
             progress(done, len(tiles))
 
+    thresholds, normalization = thresholds_of(options), normalization_of(options)
+
     def flush() -> None:
         with _autocast(detector, options.fp16):
-            outputs = detector.predict([image for _, image in batch])
+            outputs = detector.predict([image for _, image in batch], len(batch),
+                                       thresholds=thresholds, normalization=normalization)
         for (tile, _), out in zip(batch, outputs):
             parts.append(_inside_tile(tile, out))
             seen.append(tile.index)
@@ -176,7 +178,7 @@ def _inside_tile(tile: Tile, out: dict) -> TileDetections:
 
 
 def _to_map(merged: Detections, pgrid: ProcessingGrid, info: RasterInfo, georef: Georeferencer,
-            aoi: Optional[AreaOfInterest], detector: Any, options: DetectOptions) -> RasterDetections:
+            aoi: Optional[AreaOfInterest], detector: Any, options: RunSpec) -> RasterDetections:
     corners_px = pgrid.to_native(box_corners(merged.boxes))
     boxes_px = _native_boxes(merged.boxes, pgrid)
     polygons = georef.map_corners(corners_px)

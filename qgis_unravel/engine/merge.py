@@ -4,22 +4,21 @@ Three steps: shift tile boxes into raster (processing) pixels; drop a detection 
 interior tile border when a neighbouring tile holds the whole object (that tile saw it
 whole and its box is the better one); then a per-class rotated NMS across tiles.
 
-The NMS is exactly greedy NMS over all boxes, but it only computes rotated IoUs for pairs
-whose axis-aligned bounds meet (found with a coarse grid), so it scales with the number of
-boxes rather than its square, even for a 100k x 100k raster.
+The NMS is the ops' ``grouped_nms_rotated`` (the project's one rotated NMS) in float64: greedy
+over all boxes, but rotated IoUs are computed only for pairs whose bounds meet (the ops' grid
+index), so it scales with the number of boxes rather than its square, even for a 100k x 100k
+raster.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .georef import box_corners
 from .windows import Tile, TileGrid
-
-GRID_CELL = 256  # processing pixels per cell of the pair-finding grid
 
 
 @dataclass
@@ -130,90 +129,22 @@ def seam_filter(dets: Detections, grid: TileGrid, processed: Sequence[int]) -> n
     return keep
 
 
-def candidate_pairs(aabb: np.ndarray, labels: np.ndarray, cell: float = GRID_CELL) -> np.ndarray:
-    """(P, 2) index pairs i < j of same-label boxes whose axis-aligned bounds intersect."""
-    n = len(aabb)
-    if n < 2:
-        return np.zeros((0, 2), np.int64)
-    lo = np.floor(aabb[:, :2] / cell).astype(np.int64)
-    hi = np.floor(aabb[:, 2:] / cell).astype(np.int64)
-    span = hi - lo + 1
-    counts = span[:, 0] * span[:, 1]
-    owner = np.repeat(np.arange(n), counts)
-    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    cx = lo[owner, 0] + offset % span[owner, 0]
-    cy = lo[owner, 1] + offset // span[owner, 0]
-    keys = np.stack([labels[owner], cx, cy], axis=1)
-    _, group = np.unique(keys, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    order = np.argsort(group, kind="stable")
-    group, owner = group[order], owner[order]
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    sizes = np.diff(np.r_[starts, len(group)])
-    pairs = []
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-        members = owner[start:start + size]
-        i, j = np.triu_indices(size, k=1)
-        pairs.append(np.stack([members[i], members[j]], axis=1))
-    if not pairs:
-        return np.zeros((0, 2), np.int64)
-    pairs = np.concatenate(pairs)
-    pairs = np.sort(pairs, axis=1)
-    pairs = np.unique(pairs, axis=0)
-    a, b = aabb[pairs[:, 0]], aabb[pairs[:, 1]]
-    meets = (a[:, 0] <= b[:, 2]) & (b[:, 0] <= a[:, 2]) & (a[:, 1] <= b[:, 3]) & (b[:, 1] <= a[:, 3])
-    return pairs[meets]
-
-
-def pair_iou(boxes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Rotated IoU of each pair, in float64 so raster-wide coordinates keep their precision."""
+def nms_across_tiles(dets: Detections, iou_threshold: float) -> np.ndarray:
+    """Keep mask of per-class greedy rotated NMS over all detections (float64 boxes)."""
+    keep = np.ones(len(dets), dtype=bool)
+    if len(dets) < 2:
+        return keep
     import torch
 
-    from ..ops import box_iou_rotated
+    from ..ops import grouped_nms_rotated
 
-    if len(pairs) == 0:
-        return np.zeros(0)
-    first = torch.from_numpy(np.ascontiguousarray(boxes[pairs[:, 0]], dtype=np.float64))
-    second = torch.from_numpy(np.ascontiguousarray(boxes[pairs[:, 1]], dtype=np.float64))
-    return box_iou_rotated(first, second, aligned=True).numpy().reshape(-1)
-
-
-def greedy_nms(scores: np.ndarray, pairs: np.ndarray, overlapping: np.ndarray) -> np.ndarray:
-    """Greedy NMS given the pairs that overlap above the threshold: keep mask.
-
-    Boxes are visited by descending score; a kept box suppresses its overlapping partners.
-    Boxes with no partner are kept without entering the loop.
-    """
-    keep = np.ones(len(scores), dtype=bool)
-    pairs = pairs[overlapping]
-    if len(pairs) == 0:
-        return keep
-    partners: Dict[int, List[int]] = {}
-    for i, j in pairs.tolist():
-        partners.setdefault(i, []).append(j)
-        partners.setdefault(j, []).append(i)
-    involved = np.fromiter(partners.keys(), dtype=np.int64)
-    order = involved[np.lexsort((involved, -scores[involved]))]
-    for i in order.tolist():
-        if keep[i]:
-            for j in partners[i]:
-                if _ranks_below(scores, i, j):
-                    keep[j] = False
+    kept = grouped_nms_rotated(torch.from_numpy(np.ascontiguousarray(dets.boxes, dtype=np.float64)),
+                               torch.from_numpy(np.ascontiguousarray(dets.scores, dtype=np.float64)),
+                               torch.from_numpy(np.ascontiguousarray(dets.labels, dtype=np.int64)),
+                               iou_threshold)
+    keep[:] = False
+    keep[kept.numpy()] = True
     return keep
-
-
-def _ranks_below(scores: np.ndarray, kept: int, other: int) -> bool:
-    """Whether ``other`` comes after ``kept`` in the visiting order (score desc, index asc)."""
-    return (scores[other], -other) < (scores[kept], -kept)
-
-
-def nms_across_tiles(dets: Detections, iou_threshold: float) -> np.ndarray:
-    """Keep mask of per-class greedy rotated NMS over all detections."""
-    if len(dets) < 2:
-        return np.ones(len(dets), dtype=bool)
-    pairs = candidate_pairs(bounds(dets.boxes), dets.labels)
-    iou = pair_iou(dets.boxes, pairs)
-    return greedy_nms(dets.scores, pairs, iou > iou_threshold)
 
 
 def merge(parts: Sequence[TileDetections], grid: TileGrid, processed: Sequence[int],

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from .boxes import norm_angle, obb2poly, obb2xyxy, obb_half_extents, poly2obb
 from .iou_rotated import box_iou_rotated
-from .nms import batched_nms, batched_nms_rotated, nms_rotated
+from .nms import batched_nms, batched_nms_rotated, grouped_nms_rotated, nms, nms_rotated
 from .roi_align_rotated import roi_align_rotated
 
 __all__ = [
     "batched_nms",
     "batched_nms_rotated",
     "box_iou_rotated",
+    "grouped_nms_rotated",
+    "nms",
     "nms_rotated",
     "norm_angle",
     "obb2poly",

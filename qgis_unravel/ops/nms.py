@@ -5,6 +5,9 @@ quadratic in practice. Here the greedy walk (``greedy.greedy_keep``) first rejec
 bounding boxes do not touch, and, for rotated boxes, pairs whose IoU cannot reach the threshold
 by a cheap upper bound; only the rest get the exact IoU. The kept set is the same.
 
+``grouped_nms_rotated`` is the same greedy rule per group without moving any box, so raster-wide
+float64 coordinates keep their precision (the engine's cross-tile merge uses it).
+
 Horizontal NMS (the RPN's ``batched_nms``) splits the boxes into groups that cannot interact
 (mmcv's shifted levels, whose overall bounds do not overlap) and walks each with a dense,
 block-wise IoU > thr matrix (``_dense_keep``): the same float operations, so the same keep list.
@@ -20,7 +23,7 @@ from .boxes import obb_half_extents
 from .greedy import greedy_keep
 from .iou_rotated import rotated_pair_iou
 
-__all__ = ["batched_nms", "batched_nms_rotated", "nms", "nms_rotated"]
+__all__ = ["batched_nms", "batched_nms_rotated", "grouped_nms_rotated", "nms", "nms_rotated"]
 
 _MIN_AREA = 1e-14
 
@@ -148,6 +151,23 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thres
     shifted = boxes.clone()
     shifted[:, :2] = shifted[:, :2] + offsets[:, None]
     return _nms_rotated(shifted, scores, float(iou_threshold), None)
+
+
+def grouped_nms_rotated(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """Rotated NMS within each group (class), boxes left where they are.
+
+    The rule is ``nms_rotated``'s (descending score, ties by index, suppressed at IoU
+    ``>= iou_threshold``); unlike ``batched_nms_rotated`` no group is shifted away, so float64
+    boxes anywhere on a large raster are compared at full precision. Only pairs whose bounds
+    meet are ever tested (the grid index of ``greedy_keep``), so the cost follows the number of
+    neighbours, not the square of the number of boxes.
+
+    Returns:
+        int64 indices into ``boxes`` of the kept boxes, by descending score.
+    """
+    _check(boxes, scores, 5, "(cx, cy, w, h, a)")
+    _check_idxs(groups, boxes.shape[0], "groups")
+    return _nms_rotated(boxes, scores, float(iou_threshold), groups)
 
 
 def _horizontal_test(boxes: Tensor, iou_threshold: float):

@@ -120,7 +120,18 @@ class DetectDialog(QDialog):
         self.score_spin = self._dspin()
         self.iou_spin = self._dspin()
         form.addRow("Score threshold", self.score_spin)
-        form.addRow("Merge IoU", self.iou_spin)
+        form.addRow("NMS IoU", self.iou_spin)
+        # Run knobs follow the chosen model's recommendation until the user edits them.
+        self._knobs = {"tile": (self.tile_spin, "tile_size"), "overlap": (self.overlap_spin, "overlap"),
+                       "batch": (self.batch_spin, "batch_size"),
+                       "score": (self.score_spin, "score_threshold"), "iou": (self.iou_spin, "nms_iou")}
+        self._follow = dict.fromkeys(self._knobs, True)
+        self._showing_model_values = False
+        for key, (spin, _field) in self._knobs.items():
+            spin.valueChanged.connect(lambda *_args, key=key: self._knob_edited(key))
+        self.model_values_button = QPushButton("Use the model's settings")
+        self.model_values_button.clicked.connect(self.use_model_settings)
+        form.addRow("", self.model_values_button)
 
         self.classes_combo = QgsCheckableComboBox()
         self.classes_combo.setDefaultText("All classes")
@@ -236,11 +247,14 @@ class DetectDialog(QDialog):
             self.device_combo.addItem(c.device, c.device)
             index = self.device_combo.count() - 1
         self.device_combo.setCurrentIndex(index)
-        self.tile_spin.setValue(c.tile)
-        self.overlap_spin.setValue(c.overlap)
-        self.batch_spin.setValue(c.batch)
-        self.score_spin.setValue(c.score)
-        self.iou_spin.setValue(c.iou)
+        for key, (spin, _field) in self._knobs.items():
+            value = getattr(c, key)
+            self._follow[key] = value is None
+            if value is not None:
+                self._showing_model_values = True  # a remembered value, not an edit
+                spin.setValue(value)
+                self._showing_model_values = False
+        self._show_model_values()
         self.classes_combo.setCheckedItems(parse_classes(c.classes))
         self.extent_combo.setCurrentIndex(max(0, self.extent_combo.findData(c.extent_mode)))
         self.temp_radio.setChecked(c.output_mode != "file")
@@ -257,8 +271,8 @@ class DetectDialog(QDialog):
     def choices(self) -> Choices:
         return Choices(
             model=str(self.model_combo.currentData() or ""), device=str(self.device_combo.currentData()),
-            tile=self.tile_spin.value(), overlap=self.overlap_spin.value(), batch=self.batch_spin.value(),
-            score=round(self.score_spin.value(), 4), iou=round(self.iou_spin.value(), 4),
+            tile=self._knob("tile"), overlap=self._knob("overlap"), batch=self._knob("batch"),
+            score=self._knob("score"), iou=self._knob("iou"),
             classes=",".join(self.classes_combo.checkedItems()),
             extent_mode=str(self.extent_combo.currentData()),
             output_mode="file" if self.file_radio.isChecked() else "temporary",
@@ -266,7 +280,36 @@ class DetectDialog(QDialog):
             open_output=self.open_check.isChecked(), labels=self.labels_check.isChecked(),
             worker_python=self.python_widget.filePath().strip(), idle_s=self.idle_spin.value())
 
+    def _knob(self, key: str):
+        """A run knob's choice: None while it follows the model (the worker resolves it)."""
+        if self._follow[key]:
+            return None
+        value = self._knobs[key][0].value()
+        return round(value, 4) if isinstance(value, float) else value
+
+    def _knob_edited(self, key: str) -> None:
+        if not self._showing_model_values:
+            self._follow[key] = False
+
+    def use_model_settings(self) -> None:
+        """Forget the edits: every run knob shows (and sends nothing but) the model's default."""
+        self._follow = dict.fromkeys(self._knobs, True)
+        self._show_model_values()
+
+    def _show_model_values(self) -> None:
+        """Show the chosen model's recommended settings in the knobs that follow the model."""
+        recommended = jobs.recommended_spec(str(self.model_combo.currentData() or ""))
+        self._showing_model_values = True
+        try:
+            for key, (spin, field) in self._knobs.items():
+                if self._follow[key]:
+                    spin.setValue(getattr(recommended, field))
+                spin.setToolTip(f"The model's setting: {getattr(recommended, field)}")
+        finally:
+            self._showing_model_values = False
+
     def _model_changed(self, *_args) -> None:
+        self._show_model_values()
         checked = self.classes_combo.checkedItems()
         classes = jobs.known_classes(str(self.model_combo.currentData() or ""))
         self.classes_combo.clear()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from qgis.core import QgsRasterLayer, QgsRectangle, QgsVectorLayer
 
+from ..engine.spec import ModelDefaults, RunSpec
 from . import extent as extents
 from . import raster_source
-from .request import DetectRequest, parse_classes
+from .request import SpecError, build_spec, parse_classes
 from .settings import Choices
 from .task import Job
 
@@ -51,6 +52,19 @@ def known_classes(model: str) -> list[str]:
         return list(get_card(model).classes)
     except Exception:  # cards are optional: a local checkpoint has none
         return []
+
+
+def recommended_spec(model: str) -> RunSpec:
+    """What a run of ``model`` uses when the user sets nothing: the worker's own resolution
+    (explicit > card > default) applied to an empty spec, for the dialog to show."""
+    defaults = ModelDefaults()
+    try:
+        from ..zoo import get_card
+
+        defaults = ModelDefaults.from_card(get_card(model))
+    except Exception:  # a local checkpoint or an unknown name: the global defaults
+        pass
+    return RunSpec(model=model).resolve(defaults)
 
 
 def area_of_interest(choices: Choices, layer: QgsRasterLayer, canvas,
@@ -109,10 +123,13 @@ def build_job(choices: Choices, layer: QgsRasterLayer, canvas, drawn: QgsRectang
         if not output.lower().endswith(".gpkg"):
             output += ".gpkg"
         layer_name = choices.output_layer or "detections"
-    request = DetectRequest(
-        source=source, output=output, layer=layer_name, model=choices.model, device=choices.device,
-        tile=choices.tile, overlap=choices.overlap, batch=choices.batch, score=choices.score,
-        iou=choices.iou, aoi=aoi, classes=parse_classes(choices.classes), overwrite=True)
+    try:
+        request = build_spec(
+            source=source, output=output, layer=layer_name, model=choices.model, device=choices.device,
+            tile=choices.tile, overlap=choices.overlap, batch=choices.batch, score=choices.score,
+            iou=choices.iou, aoi=aoi, gsd=choices.gsd, classes=parse_classes(choices.classes))
+    except SpecError as exc:
+        raise JobError(str(exc)) from exc
     title = f"{model_title(choices.model)} – {layer.name()}" if temporary else layer_name
     cleanup = [aoi] if aoi and os.path.isfile(aoi) else []
     return Job(request=request, title=title, export=export, temporary=temporary,

@@ -1,62 +1,43 @@
-"""One detection as the plugin asks for it, and its translation into engine CLI arguments.
+"""The plugin's choices as the engine's ``RunSpec`` (the same value the CLI and the worker use).
 
-Kept free of QGIS so the mapping from dialog values to engine options can be checked against the
-engine's own argument parser without a GUI.
+Kept free of QGIS so the mapping from dialog values to the spec can be checked without a GUI.
+An empty choice (None) means "the model's default": the worker resolves it from the model card.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Iterable
+
+from ..engine.errors import UserError
+from ..engine.spec import RunSpec
 
 
-@dataclass
-class DetectRequest:
-    """Everything one run needs once the raster and the output are plain files.
+class SpecError(ValueError):
+    """A choice the engine would refuse; the message says what to change."""
 
-    ``aoi`` is what the engine's ``--aoi`` takes: ``"minx,miny,maxx,maxy[,CRS]"`` or the path of
-    a polygon file. ``classes`` is applied by the plugin after the run (empty keeps all).
+
+def build_spec(*, source: str, output: str, model: str, device: str = "auto",
+               layer: str = "detections", tile: int | None = None, overlap: int | None = None,
+               batch: int | None = None, score: float | None = None, iou: float | None = None,
+               aoi: str | None = None, gsd: float | None = None, classes: Iterable[str] = (),
+               overwrite: bool = True) -> RunSpec:
+    """One run as the worker will receive it, checked by the spec's own validation.
+
+    ``aoi`` is ``"minx,miny,maxx,maxy[,CRS]"`` or the path of a polygon file. ``iou`` is the
+    NMS IoU (within tiles; the merge across tiles follows it).
     """
-
-    source: str
-    output: str
-    layer: str = "detections"
-    model: str = ""
-    device: str = "auto"
-    tile: int | None = None
-    overlap: int | None = None
-    batch: int = 2
-    score: float | None = None
-    iou: float | None = None
-    aoi: str | None = None
-    gsd: float | None = None
-    classes: list[str] = field(default_factory=list)
-    overwrite: bool = True
-
-    def to_args(self) -> list[str]:
-        """The arguments after ``detect`` for the engine CLI / warm worker."""
-        args = [self.source, "-o", self.output, "--layer", self.layer, "--device", engine_device(self.device),
-                "--batch", str(int(self.batch))]
-        if self.model:
-            args += ["--model", self.model]
-        optional = (("--tile", self.tile), ("--overlap", self.overlap), ("--score", self.score),
-                    ("--iou", self.iou), ("--aoi", self.aoi), ("--gsd", self.gsd))
-        for flag, value in optional:
-            if value is not None and value != "":
-                args += [flag, _text(value)]
-        if self.overwrite:
-            args.append("--overwrite")
-        return args
+    spec = RunSpec(input=source, output=output, layer=layer, model=model, device=engine_device(device),
+                   tile_size=tile, overlap=overlap, batch_size=batch, score_threshold=score,
+                   nms_iou=iou, aoi=aoi or None, gsd=gsd, classes=tuple(classes), overwrite=overwrite)
+    try:
+        return spec.validate()
+    except UserError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def engine_device(device: str) -> str:
-    """The dialog's ``cuda:N`` as the engine's ``--device``: the first GPU is plain ``cuda``."""
+    """The dialog's ``cuda:N`` as the engine's device: the first GPU is plain ``cuda``."""
     return "cuda" if device in ("cuda:0", "cuda") else device
-
-
-def _text(value: object) -> str:
-    if isinstance(value, float):
-        return repr(round(value, 6))
-    return str(value)
 
 
 def parse_classes(text: str) -> list[str]:

@@ -1,16 +1,21 @@
 """The plugin's remembered choices, kept in QgsSettings under ``qgis_unravel/``.
 
 One dataclass holds what the dialog shows, so the dialog, "Detect in view" and Processing all
-start from the same defaults and the user's last choices.
+start from the same defaults and the user's last choices. The run knobs (tile, overlap, batch,
+score, iou, gsd) are None until the user sets them: None means "the model's default", resolved
+from the model card by the worker (the dialog shows the card's value meanwhile).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Optional
 
 from qgis.core import QgsSettings
 
 PREFIX = "qgis_unravel/"
+# knobs that may be empty ("the model's default") and their type when set
+OPTIONAL = {"tile": int, "overlap": int, "batch": int, "score": float, "iou": float, "gsd": float}
 
 
 @dataclass
@@ -19,11 +24,12 @@ class Choices:
 
     model: str = ""
     device: str = "auto"
-    tile: int = 1024
-    overlap: int = 200
-    batch: int = 2
-    score: float = 0.3
-    iou: float = 0.1
+    tile: Optional[int] = None
+    overlap: Optional[int] = None
+    batch: Optional[int] = None
+    score: Optional[float] = None
+    iou: Optional[float] = None
+    gsd: Optional[float] = None
     classes: str = ""  # comma-separated class names; empty keeps all
     extent_mode: str = "layer"  # layer | canvas | drawn | polygons
     output_mode: str = "temporary"  # temporary | file
@@ -43,14 +49,27 @@ def load() -> Choices:
     for item in fields(Choices):
         default = getattr(defaults, item.name)
         raw = settings.value(PREFIX + item.name, default)
-        values[item.name] = _coerce(raw, default)
+        if item.name in OPTIONAL:
+            values[item.name] = _optional(raw, OPTIONAL[item.name])
+        else:
+            values[item.name] = _coerce(raw, default)
     return Choices(**values)
 
 
 def save(choices: Choices) -> None:
     settings = QgsSettings()
     for name, value in asdict(choices).items():
-        settings.setValue(PREFIX + name, value)
+        settings.setValue(PREFIX + name, "" if value is None else value)
+
+
+def _optional(raw: object, kind: type) -> object:
+    """An optional knob: empty (or unreadable) means the model's default."""
+    if raw is None or str(raw).strip() in ("", "None"):
+        return None
+    try:
+        return kind(float(raw)) if kind is int else kind(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _coerce(raw: object, default: object) -> object:

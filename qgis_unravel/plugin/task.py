@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..engine.spec import RunSpec
 from . import qgis_log
 from .raster_source import ExportSpec, SourceError
-from .request import DetectRequest
 from .worker_client import WorkerClient, WorkerError
 
 
@@ -26,7 +26,7 @@ from .worker_client import WorkerClient, WorkerError
 class Job:
     """One run, fully resolved on the main thread before the task starts."""
 
-    request: DetectRequest
+    request: RunSpec
     title: str
     export: ExportSpec | None = None
     temporary: bool = True
@@ -69,12 +69,12 @@ class DetectTask(QgsTask):
         try:
             if self.job.export is not None:
                 self.progressed.emit(0, 0, "fetching the raster")
-                self.job.request.source = self.job.export.write()
-                self.job.cleanup.append(self.job.request.source)
+                self.job.request = replace(self.job.request, input=self.job.export.write())
+                self.job.cleanup.append(self.job.request.input)
             if self.isCanceled():
                 return False
             client = self._client_factory()
-            self.result = client.run(self.job.request.to_args(), self._on_event, self.isCanceled)
+            self.result = client.run(self.job.request, self._on_event, self.isCanceled)
         except WorkerError as exc:
             self.error = exc
         except SourceError as exc:

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import IO, Callable
 
+from ..engine.spec import RunSpec
 from ..worker import protocol
 from .interpreter import hidden_window_flags, worker_env
 
@@ -49,11 +50,13 @@ class WorkerClient:
     """One warm worker process; ``run`` is serialised so one detection runs at a time."""
 
     def __init__(self, python: str, idle_s: float = 600.0, log: LogSink | None = None,
-                 engine: str | None = None, env: dict[str, str] | None = None):
+                 script: str | None = None, env: dict[str, str] | None = None):
+        """``script``: a Python file to start instead of the worker module (tests start one
+        that calls the worker's ``main`` with a fake run function)."""
         self.python = python
         self.idle_s = idle_s
         self._log = log or (lambda _msg: None)
-        self._engine = engine
+        self._script = script
         self._env = env
         self._proc: subprocess.Popen | None = None
         self._hello: dict | None = None
@@ -77,10 +80,8 @@ class WorkerClient:
         return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
-        cmd = [self.python, "-u", "-m", WORKER_MODULE, "--idle", f"{self.idle_s:g}"]
-        if self._engine:
-            cmd += ["--engine", self._engine]
-        return cmd
+        target = [self._script] if self._script else ["-m", WORKER_MODULE]
+        return [self.python, "-u", *target, "--idle", f"{self.idle_s:g}"]
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> dict:
         """Start the worker if it is not running and return its ``hello`` event."""
@@ -189,9 +190,10 @@ class WorkerClient:
         except (OSError, ValueError) as exc:
             raise WorkerError(f"could not talk to the worker: {exc}", "crash") from exc
 
-    def run(self, args: list[str], on_event: EventSink | None = None,
+    def run(self, spec: RunSpec, on_event: EventSink | None = None,
             cancelled: Callable[[], bool] | None = None, poll_s: float = 0.1) -> dict:
-        """Run one detection and return its ``result`` event; raise WorkerError otherwise.
+        """Run the detection ``spec`` describes; return its ``result`` event (with the resolved
+        spec under ``"spec"``); raise WorkerError otherwise.
 
         ``cancelled`` is polled; once it is true the worker is asked to stop, and the partial
         result it sends back is returned (with ``partial`` true). A worker that does not stop
@@ -199,12 +201,12 @@ class WorkerClient:
         """
         with self._run_lock:
             try:
-                return self._run_once(args, on_event, cancelled, poll_s, retry=True)
+                return self._run_once(spec, on_event, cancelled, poll_s, retry=True)
             except WorkerError as exc:
                 self.last_error = str(exc)
                 raise
 
-    def _run_once(self, args: list[str], on_event: EventSink | None,
+    def _run_once(self, spec: RunSpec, on_event: EventSink | None,
                   cancelled: Callable[[], bool] | None, poll_s: float, retry: bool) -> dict:
         self.start()
         request_id = uuid.uuid4().hex[:12]
@@ -212,7 +214,7 @@ class WorkerClient:
         with self._state:
             self._queues[request_id] = box
         try:
-            self._send({"cmd": "detect", "id": request_id, "args": list(args)})
+            self._send({"cmd": "detect", "id": request_id, "spec": spec.to_dict()})
             got_any = False
             cancel_sent_at: float | None = None
             while True:
@@ -230,7 +232,7 @@ class WorkerClient:
                 if message is _EXITED:
                     if retry and not got_any and self._proc is not None and self._proc.returncode == 0:
                         # It exited for idleness just as the request went out: start afresh.
-                        return self._run_once(args, on_event, cancelled, poll_s, retry=False)
+                        return self._run_once(spec, on_event, cancelled, poll_s, retry=False)
                     raise self._exit_error()
                 got_any = True
                 kind = message.get("type")

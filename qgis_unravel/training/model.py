@@ -138,7 +138,8 @@ def load_backbone(detector: nn.Module, path: PathLike) -> Tuple[int, int]:
 
     Classifier tensors (``head.*``) are skipped; the file must fit the backbone's widths.
     """
-    from ..detector.checkpoint import read_checkpoint, strip_prefix
+    from ..detector.checkpoint import read_checkpoint
+    from ..detector.state_dict import strip_prefix
 
     sd, _ = read_checkpoint(path)
     if any(k.startswith("backbone.") for k in sd):

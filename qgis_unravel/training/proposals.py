@@ -1,44 +1,20 @@
 """RPN proposals during training (``train_cfg.rpn_proposal``: top 2000 per level, horizontal
-NMS at 0.8 per level, 2000 kept), with a fast exact greedy NMS on the CPU.
+NMS at 0.8 per level, 2000 kept).
 
-The result is the same as ``OrientedRPNHead.proposals``; only the NMS is computed differently:
-on the CPU a dense IoU matrix per level and one pass in numpy take milliseconds, where a
-general-purpose NMS can take seconds on the crowded, near-duplicate boxes of an RPN that is
-still learning. On other devices the detector's own path is used.
+The result is the same as ``OrientedRPNHead.proposals``; on the CPU the NMS runs level by level
+(``ops.nms``, whose dense path takes milliseconds on the crowded, near-duplicate boxes of an
+RPN that is still learning) instead of once over all levels. On other devices the detector's
+own path is used.
 """
 
 from __future__ import annotations
 
 from typing import List, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..ops import obb2xyxy
-
-
-def greedy_nms(boxes: Tensor, scores: Tensor, iou_thr: float) -> Tensor:
-    """Indices kept by greedy NMS (suppress IoU > thr), in descending-score order; mmcv's
-    horizontal IoU (no +1 on sizes). The overlap test is one dense float32 matrix; the greedy
-    pass over it is a short numpy loop."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    b = boxes[order].float()
-    x1, y1, x2, y2 = b.unbind(dim=1)
-    area = (x2 - x1) * (y2 - y1)
-    iw = torch.minimum(x2[:, None], x2[None, :]).sub_(torch.maximum(x1[:, None], x1[None, :])).clamp_(min=0)
-    ih = torch.minimum(y2[:, None], y2[None, :]).sub_(torch.maximum(y1[:, None], y1[None, :])).clamp_(min=0)
-    inter = iw.mul_(ih)
-    union = (area[:, None] + area[None, :]).sub_(inter).clamp_(min=1e-12)
-    over = (inter > union.mul_(iou_thr)).numpy()
-    suppressed = np.zeros(len(b), dtype=bool)
-    keep = []
-    for i in range(len(b)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed[i + 1 :] |= over[i, i + 1 :]
-    return order[torch.as_tensor(keep, dtype=torch.long)]
+from ..ops import nms, obb2xyxy
 
 
 def _single(rpn_head, cls_scores: List[Tensor], bbox_preds: List[Tensor], anchors: List[Tensor]) -> Tensor:
@@ -55,7 +31,7 @@ def _single(rpn_head, cls_scores: List[Tensor], bbox_preds: List[Tensor], anchor
         if cfg.min_bbox_size > 0:
             valid = (boxes[:, 2] >= cfg.min_bbox_size) & (boxes[:, 3] >= cfg.min_bbox_size)
             boxes, scores = boxes[valid], scores[valid]
-        keep = greedy_nms(obb2xyxy(boxes), scores, cfg.nms_iou)
+        keep = nms(obb2xyxy(boxes), scores, cfg.nms_iou)
         boxes_all.append(boxes[keep])
         scores_all.append(scores[keep])
     boxes, scores = torch.cat(boxes_all), torch.cat(scores_all)

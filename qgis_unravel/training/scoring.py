@@ -3,6 +3,7 @@ in each raster's pixel space (detections come from a model run or from detection
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -38,29 +39,29 @@ def detections_from_model(
     overlap: Optional[int] = None,
     score_threshold: float = 0.05,
 ):
-    """Run a detector (card id or checkpoint path) over each raster with the engine's tiling."""
+    """Run a detector (card id or checkpoint path) over each raster as ``detect`` would.
+
+    The run settings are resolved by the engine's one rule (explicit > card > default); only
+    the score threshold is explicit, low by default, as mAP needs the whole ranking.
+    """
     from ..detector.checkpoint import load_detector
     from ..engine.detect import detect_raster
-    from ..engine.options import DetectOptions
+    from ..engine.spec import ModelDefaults, RunSpec
+    from ..zoo.compat import apply_card
+    from ..zoo.resolve import resolve_model
 
-    path, card = model, None
-    try:
-        from ..zoo.resolve import resolve_model
-
-        path, card = resolve_model(model)
-    except ImportError:  # pragma: no cover - the zoo ships with the engine
-        pass
+    path, card = resolve_model(model)
     detector = load_detector(path, device=device)
     if card is not None:
-        from ..zoo.compat import apply_card
-
         apply_card(detector, card)
-        tile_size = tile_size or card.tiling.tile_size
-        overlap = card.tiling.overlap if overlap is None else overlap
-    options = DetectOptions(tile_size=tile_size, overlap=overlap, score_threshold=score_threshold)
+        defaults = ModelDefaults.from_card(card)
+    else:
+        defaults = ModelDefaults.from_info(detector.info, name=Path(path).stem)
+    spec = RunSpec(model=str(model), device=device, tile_size=tile_size, overlap=overlap,
+                   score_threshold=score_threshold).resolve(defaults)
     dets = []
     for raster in rasters:
-        result = detect_raster(str(raster), detector, options)
+        result = detect_raster(str(raster), detector, spec)
         dets.append(
             ImageDetections(
                 np.asarray(result.boxes_px, dtype=np.float64).reshape(-1, 5),

@@ -14,13 +14,13 @@ Events (worker -> client), each a dict with a ``type`` key:
 ``log``       ``{"type": "log", "message": str}``
 ``result``    ``{"type": "result", "output": str|None, "layer": str|None, "count": int,
                 "counts": {class_name: int}, "partial": bool, "model": str,
-                "features": [...]|None}``
+                "features": [...]|None, "spec": {the resolved RunSpec}}``
 ``error``     ``{"type": "error", "kind": "user"|"internal", "message": str}``
 
 Requests (client -> warm worker, on stdin), each a dict with a ``cmd`` key and an optional
 ``id`` echoed back in every event that answers it:
 
-``detect``    ``{"cmd": "detect", "id": str, "args": [CLI arguments after "detect"]}``
+``detect``    ``{"cmd": "detect", "id": str, "spec": {RunSpec fields, see engine/spec.py}}``
 ``cancel``    ``{"cmd": "cancel", "id": str}``
 ``ping``      ``{"cmd": "ping"}`` -> a ``hello`` event
 ``shutdown``  ``{"cmd": "shutdown"}``
@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from typing import IO, Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: detect carries a RunSpec as JSON, not an argv list
 
 EVENT_TYPES = frozenset({"hello", "progress", "warning", "log", "result", "error"})
 REQUEST_COMMANDS = frozenset({"detect", "cancel", "ping", "shutdown"})

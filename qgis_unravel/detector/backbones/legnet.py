@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import strip_prefix
+from ..state_dict import strip_prefix
 from .common import fused_conv_bn, run_sequential
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import replace
 
 from qgis.core import (
     QgsFeatureRequest,
@@ -31,10 +32,11 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ... import paths
+from ...engine.spec import RunSpec
 from .. import extent as extents
 from .. import raster_source, results, runtime, settings, styling
-from ..jobs import known_classes, temp_dir
-from ..request import DetectRequest, parse_classes
+from ..jobs import known_classes, recommended_spec, temp_dir
+from ..request import SpecError, build_spec, parse_classes
 from ..worker_client import WorkerError
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -56,6 +58,22 @@ class StyleByClass(QgsProcessingLayerPostProcessorInterface):
             styling.apply_labels(layer, self.labels)
 
 
+def card_settings_text() -> str:
+    """One line per model card: the settings an empty knob takes for that model."""
+    try:
+        from ...zoo import list_cards
+
+        cards = list_cards()
+    except Exception:  # a broken card folder must not break the help text
+        return ""
+    lines = []
+    for card in cards:
+        spec = recommended_spec(card.id)
+        lines.append(f"{card.id}: tile {spec.tile_size}, overlap {spec.overlap}, "
+                     f"score {spec.score_threshold:g}, NMS IoU {spec.nms_iou:g}")
+    return "\n".join(lines)
+
+
 class DetectAlgorithm(QgsProcessingAlgorithm):
     INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
     TILE, OVERLAP, BATCH, SCORE, IOU = "TILE", "OVERLAP", "BATCH", "SCORE", "IOU"
@@ -73,7 +91,8 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                 "UnravelNet or LEGNet Oriented R-CNN and writes one oriented box polygon per object, "
                 "with class, score, angle and size. MODEL is a model card name (see models/) or the "
                 "path of an mmrotate checkpoint. The network runs in a separate Python process "
-                "that must have PyTorch installed.")
+                "that must have PyTorch installed.\n\nLeave TILE, OVERLAP, BATCH, SCORE and IOU "
+                "empty to use the model's own settings (its card):\n" + card_settings_text())
 
     def icon(self) -> QIcon:
         return QIcon(str(paths.resources_dir() / "icons" / "unravel.svg"))
@@ -90,11 +109,16 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             self.MODEL, "Model (card name or checkpoint path)", defaultValue=remembered.model or None))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES,
                                                      defaultValue=0))
-        self.addParameter(number(self.TILE, "Tile size (pixels)", integer, 1024, False, 64, 8192))
-        self.addParameter(number(self.OVERLAP, "Tile overlap (pixels)", integer, 200, False, 0, 4096))
-        self.addParameter(number(self.BATCH, "Batch size (tiles)", integer, 2, False, 1, 256))
-        self.addParameter(number(self.SCORE, "Score threshold", double, 0.3, False, 0.0, 1.0))
-        self.addParameter(number(self.IOU, "Merge IoU (between tiles)", double, 0.1, False, 0.0, 1.0))
+        # Empty run knobs take the model card's values (resolved by the worker, once).
+        self.addParameter(number(self.TILE, "Tile size (pixels; empty: the model's)", integer,
+                                 None, True, 64, 8192))
+        self.addParameter(number(self.OVERLAP, "Tile overlap (pixels; empty: the model's)", integer,
+                                 None, True, 0, 4096))
+        self.addParameter(number(self.BATCH, "Batch size (tiles; empty: automatic)", integer,
+                                 None, True, 1, 256))
+        self.addParameter(number(self.SCORE, "Score threshold (empty: the model's)", double,
+                                 None, True, 0.0, 1.0))
+        self.addParameter(number(self.IOU, "NMS IoU (empty: the model's)", double, None, True, 0.0, 1.0))
         self.addParameter(QgsProcessingParameterString(
             self.CLASSES, "Classes to keep (comma-separated, empty keeps all)", optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True))
@@ -116,17 +140,20 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         if not model:
             raise QgsProcessingException("MODEL is empty: give a model card name or a checkpoint path")
         classes = parse_classes(self.parameterAsString(parameters, self.CLASSES, context) or "")
-        request = DetectRequest(
-            source="", output=os.path.join(temp_dir(), f"processing_{uuid.uuid4().hex[:8]}.gpkg"),
-            model=model, device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            tile=self.parameterAsInt(parameters, self.TILE, context),
-            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
-            batch=self.parameterAsInt(parameters, self.BATCH, context),
-            score=self.parameterAsDouble(parameters, self.SCORE, context),
-            iou=self.parameterAsDouble(parameters, self.IOU, context), classes=classes)
+        try:
+            request = build_spec(
+                source="", output=os.path.join(temp_dir(), f"processing_{uuid.uuid4().hex[:8]}.gpkg"),
+                model=model, device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                tile=self._optional(parameters, self.TILE, context, int),
+                overlap=self._optional(parameters, self.OVERLAP, context, int),
+                batch=self._optional(parameters, self.BATCH, context, int),
+                score=self._optional(parameters, self.SCORE, context, float),
+                iou=self._optional(parameters, self.IOU, context, float), classes=classes)
+        except SpecError as exc:
+            raise QgsProcessingException(str(exc)) from exc
         cleanup = [request.output]
         try:
-            self._prepare_source(request, raster, parameters, context, feedback, cleanup)
+            request = self._prepare_source(request, raster, parameters, context, feedback, cleanup)
             result = self._run(request, feedback)
             dest_id = self._write_sink(result, request, parameters, context, feedback)
         finally:
@@ -145,6 +172,14 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
         return {self.OUTPUT: dest_id}
 
+    def _optional(self, parameters, name: str, context, kind: type):
+        """A run knob: None when left empty (the model's default), else its number."""
+        if parameters.get(name) in (None, ""):
+            return None
+        if kind is int:
+            return self.parameterAsInt(parameters, name, context)
+        return self.parameterAsDouble(parameters, name, context)
+
     def postProcessAlgorithm(self, context, feedback):  # noqa: N802 (QGIS name)
         """Store the class style in a GeoPackage output, so it opens styled anywhere (qgis_process)."""
         dest_id, classes, labels = getattr(self, "_written", (None, [], False))
@@ -157,8 +192,9 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                 layer.saveStyleToDatabase("detections", "qgis-unravel: colours by class", True, "")
         return {}
 
-    def _prepare_source(self, request, raster, parameters, context, feedback, cleanup) -> None:
-        """Fill ``source`` and ``aoi``; export non-file layers to a temporary GeoTIFF."""
+    def _prepare_source(self, request: RunSpec, raster, parameters, context, feedback,
+                        cleanup) -> RunSpec:
+        """The spec with its ``input`` and ``aoi``; non-file layers exported to a temporary GeoTIFF."""
         rect = raster.extent()
         if parameters.get(self.EXTENT) not in (None, ""):
             wanted = self.parameterAsExtent(parameters, self.EXTENT, context, raster.crs())
@@ -166,7 +202,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                 rect = extents.clip_to_layer(wanted, raster.extent())
             except extents.ExtentError as exc:
                 raise QgsProcessingException(str(exc)) from exc
-            request.aoi = extents.bbox_text(rect)
+            request = replace(request, aoi=extents.bbox_text(rect))
         polygons = self.parameterAsVectorLayer(parameters, self.AOI, context)
         if polygons is not None:
             try:
@@ -174,12 +210,11 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             except extents.ExtentError as exc:
                 raise QgsProcessingException(str(exc)) from exc
             cleanup.append(path)
-            request.aoi = path
+            request = replace(request, aoi=path)
             rect = rect.intersect(bounds)
         source = raster_source.file_path(raster)
         if source is not None:
-            request.source = source
-            return
+            return replace(request, input=source)
         resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context)
         if not resolution:
             raise QgsProcessingException(
@@ -188,14 +223,15 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         try:
             spec = raster_source.export_spec(raster, rect, resolution)
             feedback.pushInfo(f"Fetching {raster.name()} as {spec.width} x {spec.height} pixels…")
-            request.source = spec.write(temp_dir(), feedback)
+            request = replace(request, input=spec.write(temp_dir(), feedback))
         except raster_source.SourceError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        cleanup.append(request.source)
+        cleanup.append(request.input)
         if request.aoi and not os.path.isfile(request.aoi):
-            request.aoi = None  # the export already covers exactly the extent
+            request = replace(request, aoi=None)  # the export already covers exactly the extent
+        return request
 
-    def _run(self, request: DetectRequest, feedback) -> dict:
+    def _run(self, request: RunSpec, feedback) -> dict:
         def on_event(message: dict) -> None:
             if message.get("type") == "progress" and message.get("total"):
                 feedback.setProgress(100.0 * message["done"] / message["total"])
@@ -205,7 +241,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
         try:
             client = runtime.client()
             feedback.pushInfo(f"Worker Python: {client.python}")
-            result = client.run(request.to_args(), on_event, feedback.isCanceled)
+            result = client.run(request, on_event, feedback.isCanceled)
         except WorkerError as exc:
             raise QgsProcessingException(str(exc)) from exc
         finally:
@@ -215,7 +251,7 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             feedback.pushWarning("Cancelled: the output holds only what was found before the cancel.")
         return result
 
-    def _write_sink(self, result: dict, request: DetectRequest, parameters, context, feedback) -> str:
+    def _write_sink(self, result: dict, request: RunSpec, parameters, context, feedback) -> str:
         try:
             found = results.open_output(str(result["output"]), str(result.get("layer") or "detections"),
                                         "detections")
