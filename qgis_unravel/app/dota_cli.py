@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 from ..training.dota.split import SPLITS, SplitConfig
+from .usage import UsageError
 
 
 def split_config(name: str, size: Optional[int] = None, gap: Optional[int] = None, rates=None) -> SplitConfig:
     """A named split ("ss" or "ms") with optional overrides (tests and small data use small patches)."""
-    from .train_cli import UsageError
 
     if name not in SPLITS:
         raise UsageError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
@@ -120,7 +120,6 @@ def _label_folder(data: Path, labels: Optional[str]) -> Optional[Path]:
 def run_test(args) -> int:
     from ..training.dota.infer import count_by_class, detect_folder, truth_of
     from ..training.dota.task1 import as_polygon_detections, evaluate_task1, write_submission
-    from .train_cli import UsageError
 
     data = Path(args.data)
     if not data.is_dir():

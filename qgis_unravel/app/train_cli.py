@@ -17,11 +17,7 @@ from typing import Callable, List, Optional, Sequence
 
 from ..training.labels import LabelError
 from ..training.prplot import PlotError
-
-
-class UsageError(ValueError):
-    """A problem with the command line or its inputs; printed as one line."""
-
+from .usage import UsageError
 
 try:  # the engine's input errors (unreadable raster, bad bands...), when the engine is installed
     from ..engine.errors import UserError as _EngineUserError
