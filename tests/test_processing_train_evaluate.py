@@ -141,3 +141,32 @@ def test_qgis_process_train_and_evaluate_from_the_zip(tmp_path, scene):
     values = [line.split(":", 1)[1] for line in evaluate.stdout.splitlines() if line.startswith("MAP:")]
     assert values and float(values[0]) == pytest.approx(1.0), evaluate.stdout[-2000:]
     assert "mAP" in table.read_text()
+
+
+def test_evaluate_inside_a_processing_model(provider, scene, tmp_path):
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterVectorLayer,
+    )
+
+    tif, gpkg, dets = scene
+    model = QgsProcessingModelAlgorithm("score detections", "tests")
+    model.addModelParameter(QgsProcessingParameterVectorLayer("found", "Found"),
+                            QgsProcessingModelParameter("found"))
+    child = QgsProcessingModelChildAlgorithm("unravel:evaluate")
+    child.setChildId("evaluate")
+    source = QgsProcessingModelChildParameterSource
+    child.addParameterSources("DETECTIONS", [source.fromModelParameter("found")])
+    for name, value in {"LABELS": str(gpkg), "RASTER": str(tif)}.items():
+        child.addParameterSources(name, [source.fromStaticValue(value)])
+    output = QgsProcessingModelOutput("table")
+    output.setChildOutputName("TABLE")
+    child.setModelOutputs({"table": output})
+    model.addChildAlgorithm(child)
+    result = processing.run(model, {"found": str(dets), "evaluate:table": str(tmp_path / "t.html")})
+    assert "mAP" in Path(result["evaluate:table"]).read_text()
