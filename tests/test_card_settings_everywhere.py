@@ -10,16 +10,15 @@ found fewer ships.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from test_plugin_support import install_plugin_zip
 
 from qgis_unravel.app.demo import DEMO_MODEL
 from qgis_unravel.engine.spec import RunSpec
@@ -153,21 +152,11 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
 
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
 def test_qgis_process_without_tiling_finds_what_the_demo_finds(demo, tmp_path):
-    dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, str(REPO / "scripts" / "build_plugin.py"), "--out", str(dist)],
-                           capture_output=True, text=True, timeout=120)
-    assert built.returncode == 0, built.stderr
-    profile = tmp_path / "config"
-    plugins = profile / "profiles" / "default" / "python" / "plugins"
-    zipfile.ZipFile(built.stdout.strip().splitlines()[-1]).extractall(plugins)
+    env = install_plugin_zip(tmp_path, VENV_PYTHON)
+    plugins = tmp_path / "config" / "profiles" / "default" / "python" / "plugins"
     weights = plugins / "qgis_unravel" / "models" / f"{DEMO_MODEL}.pth"
     if not weights.is_file():  # the zip carries the cards; the demo weights may come separately
         shutil.copy(models_dir() / f"{DEMO_MODEL}.pth", weights)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
-               QGIS_UNRAVEL_PYTHON=str(VENV_PYTHON))
-    enabled = subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "qgis_unravel"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     out = tmp_path / "processing.gpkg"
     args = [f"--INPUT={demo['raster']}", f"--MODEL={DEMO_MODEL}", "--DEVICE=1", f"--OUTPUT={out}"]
     run = subprocess.run([str(QGIS_PROCESS), "run", "unravel:detect", *args], env=env,
