@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from test_plugin_support import install_plugin_zip
 from test_plugin_task import wait_for
-from test_processing_detect import install_plugin_zip
 
 from qgis_unravel.app.demo import DEMO_MODEL
 from qgis_unravel.engine.spec import RunSpec
@@ -133,7 +133,8 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
 
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
 def test_qgis_process_without_tiling_finds_what_the_demo_finds(demo, tmp_path):
-    env, plugin = install_plugin_zip(tmp_path)
+    env = install_plugin_zip(tmp_path, VENV_PYTHON)
+    plugin = tmp_path / "config" / "profiles" / "default" / "python" / "plugins" / "qgis_unravel"
     weights = plugin / "models" / f"{DEMO_MODEL}.pth"
     if not weights.is_file():  # the zip carries the cards; the demo weights may come separately
         shutil.copy(models_dir() / f"{DEMO_MODEL}.pth", weights)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import golden_data
@@ -20,6 +17,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from rasterio.transform import from_origin
+from test_plugin_support import install_plugin_zip
 
 from qgis_unravel.plugin import runtime
 from qgis_unravel.plugin.processing.provider import UnravelProvider
@@ -115,29 +113,9 @@ def test_extent_outside_raster_is_a_user_error(provider, small_raster, golden_di
         processing.run("unravel:detect", params(small_raster, golden_dir, EXTENT=outside))
 
 
-def install_plugin_zip(tmp_path: Path) -> tuple[dict, Path]:
-    """Build the plugin zip, unzip it into a fresh profile and enable it for qgis_process.
-
-    Returns the environment that runs qgis_process with that profile, and the plugin folder.
-    """
-    dist = tmp_path / "dist"
-    built = subprocess.run([sys.executable, str(REPO / "scripts" / "build_plugin.py"), "--out", str(dist)],
-                           capture_output=True, text=True, timeout=120)
-    assert built.returncode == 0, built.stderr
-    profile = tmp_path / "config"
-    plugins = profile / "profiles" / "default" / "python" / "plugins"
-    zipfile.ZipFile(built.stdout.strip().splitlines()[-1]).extractall(plugins)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile),
-               QGIS_UNRAVEL_PYTHON=str(VENV_PYTHON))
-    enabled = subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "qgis_unravel"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
-    return env, plugins / "qgis_unravel"
-
-
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
 def test_qgis_process_run_writes_geopackage(tmp_path, small_raster, golden_dir):
-    env, _plugin = install_plugin_zip(tmp_path)
+    env = install_plugin_zip(tmp_path, VENV_PYTHON)
     out = tmp_path / "found.gpkg"
     args = [f"--{k}={v}" for k, v in params(small_raster, golden_dir, OUTPUT=str(out)).items()]
     run = subprocess.run([str(QGIS_PROCESS), "run", "unravel:detect", *args], env=env,

@@ -8,18 +8,16 @@ message, no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from ..training.labels import LabelError
 from ..training.prplot import PlotError
-
-
-class UsageError(ValueError):
-    """A problem with the command line or its inputs; printed as one line."""
-
+from .usage import UsageError
 
 try:  # the engine's input errors (unreadable raster, bad bands...), when the engine is installed
     from ..engine.errors import UserError as _EngineUserError
@@ -61,23 +59,18 @@ def _sources(args) -> list:
     return [Source(r, lab, args.layer) for r, lab in zip(rasters, labels)]
 
 
+# ValueError covers CheckpointError and other readable input errors; OSError covers unreadable
+# files (rasterio's and GDAL's errors name the file).
+USER_ERRORS = (UsageError, LabelError, OSError, ValueError, FloatingPointError, PlotError, _EngineUserError)
+
+
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run a command, turning user errors into a one-line message and exit code 2."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return int(command(args) or 0)
-        except (
-            UsageError,
-            LabelError,
-            OSError,
-            ValueError,
-            FloatingPointError,
-            PlotError,
-            _EngineUserError,
-        ) as exc:
-            # ValueError covers CheckpointError and other readable input errors; OSError covers
-            # unreadable files (rasterio's and GDAL's errors name the file).
+        except USER_ERRORS as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -99,6 +92,21 @@ def add_train(sub) -> None:
     data.add_argument("--raster", nargs="+", help="training rasters (8-bit RGB GeoTIFF or similar)")
     data.add_argument("--labels", nargs="+", help="polygon layers (GeoPackage, shapefile...), one per raster")
     data.add_argument("--data-dir", help="folder of NAME.tif rasters with NAME.gpkg label layers")
+    data.add_argument(
+        "--dota",
+        help="DOTA-format folder: original images (images/ + labelTxt/, split on the fly) or "
+        "patches (images/ + annfiles/, from 'qgis-unravel dota split')",
+    )
+    data.add_argument("--dota-version", default="1.0", help="DOTA class list for --dota: 1.0, 1.5 or 2.0")
+    data.add_argument(
+        "--difficult",
+        choices=("keep", "ignore"),
+        help="DOTA objects flagged difficult: train on them (keep, as mmrotate's recipes do) or "
+        "leave them out (ignore, the default; the recipes keep them)",
+    )
+    from .dota_cli import add_split_options
+
+    add_split_options(data)
     data.add_argument("--layer", help="layer name inside the label files (if they hold several)")
     data.add_argument(
         "--class-field", default="class", help="attribute holding the class name (default: class)"
@@ -123,25 +131,35 @@ def add_train(sub) -> None:
     )
     model.add_argument(
         "--preset",
-        help="fresh architecture; orcnn: tiny (default), small, nano or pico; "
-        "refined-det: r50 (default, the paper's), r101, r18, nano or pico",
+        help="fresh architecture; orcnn: tiny (default), small, nano or pico, or a published recipe "
+        "with its backbone weights and settings (unravelnet-t-dota10, unravelnet-s-dota10, "
+        "legnet-t-dota10, legnet-s-dota10); refined-det: r50 (default, the paper's), r101, r18, "
+        "nano or pico",
     )
+    model.add_argument("--yes", action="store_true", help="accept the backbone weights' licence (recipes)")
     model.add_argument("--from-checkpoint", help="start from a detector checkpoint (classes remapped)")
     model.add_argument(
         "--backbone-weights",
         help="start the backbone from ImageNet weights: a file (UnravelNet, or torchvision ResNet "
         "for refined-det), or 'imagenet' (refined-det: torchvision's file, downloaded once, verified)",
     )
+    model.add_argument("--drop-path", type=float, help="stochastic depth rate (default: the preset's, 0.1)")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--iterations", type=int, default=1000)
-    opt.add_argument("--batch-size", type=int, default=2)
-    opt.add_argument("--lr", type=float, default=1.5e-4, help="AdamW learning rate (default 1.5e-4)")
+    opt.add_argument("--iterations", type=int, help="default 1000, or the recipe's 36 epochs")
+    opt.add_argument("--batch-size", type=int, help="images per GPU/process (default 2)")
+    opt.add_argument("--lr", type=float, help="AdamW learning rate (default 1.5e-4, or the recipe's)")
     opt.add_argument("--weight-decay", type=float, default=0.05)
-    opt.add_argument("--warmup-iters", type=int, default=500)
+    opt.add_argument("--warmup-iters", type=int, help="default 500")
     opt.add_argument(
         "--steps", help="comma-separated iterations where the lr drops 10x (default: 2/3, 11/12)"
     )
-    opt.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    opt.add_argument("--device", default="cpu", help="cpu or cuda[:N] (torchrun: cuda = the rank's GPU)")
+    opt.add_argument(
+        "--sync-bn", action="store_true", help="share BatchNorm statistics over the GPUs (torchrun, CUDA)"
+    )
+    opt.add_argument(
+        "--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed (mmdet's norm_eval)"
+    )
     opt.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     opt.add_argument("--threads", type=int, help="CPU threads for torch")
     opt.add_argument("--seed", type=int, default=0)
@@ -157,18 +175,25 @@ def _build(args, classes):
     if args.arch == "refined-det":
         return _build_refined_det(args, classes)
     from ..training.model import PRESETS, build_model, from_detector_checkpoint, load_backbone
+    from ..training.recipes import RECIPES
 
     args.preset = args.preset or "tiny"
     if args.from_checkpoint:
         model, fresh = from_detector_checkpoint(args.from_checkpoint, classes)
         print(f"started from {args.from_checkpoint}; new (untrained) classes: {', '.join(fresh) or 'none'}")
         return model
-    if args.preset not in PRESETS:
-        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    model = build_model(PRESETS[args.preset], classes)
-    if args.backbone_weights:
-        loaded, total = load_backbone(model, args.backbone_weights)
-        print(f"backbone: loaded {loaded} of {total} tensors from {args.backbone_weights}")
+    recipe = RECIPES.get(args.preset)
+    if args.preset not in PRESETS and recipe is None:
+        choices = ", ".join([*PRESETS, *RECIPES])
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {choices}")
+    spec = recipe.model if recipe is not None else PRESETS[args.preset]
+    if args.drop_path is not None:
+        spec = dataclasses.replace(spec, drop_path_rate=args.drop_path)
+    model = build_model(spec, classes)
+    weights = args.backbone_weights or (recipe and _fetch_backbone(recipe.backbone_card, args))
+    if weights:
+        loaded, total = load_backbone(model, weights)
+        print(f"backbone: loaded {loaded} of {total} tensors from {weights}")
     return model
 
 
@@ -221,24 +246,36 @@ def _imagenet_resnet(spec):
     return resnet_weights(spec.depth)
 
 
+def _fetch_backbone(card_id: str, args) -> str:
+    """The recipe's ImageNet backbone from the zoo: rank 0 downloads (licence first), the
+    other ranks wait for it."""
+    from ..zoo.backbones import get_backbone_card
+    from ..zoo.progress import console_confirm
+    from ..zoo.resolve import ensure_weights
+
+    card = get_backbone_card(card_id)
+    if args.dist.is_main:
+        path = ensure_weights(card, confirm=console_confirm(args.yes))
+    args.dist.barrier()
+    if not args.dist.is_main:
+        path = ensure_weights(card)
+    return str(path)
+
+
 def run_train(args) -> int:
-    import torch
-
     from ..training.dataset import ChipDataset, discover_classes
-    from ..training.trainer import TrainConfig, Trainer
 
+    _join_job(args)
+    _resolve(args)
+    if args.dota:
+        return run_train_dota(args)
     if args.tile_size % 32 or args.tile_size < 64:
         raise UsageError(f"--tile-size must be a multiple of 32 and at least 64, got {args.tile_size}")
     if args.oversample_thr < 0:
         raise UsageError(
             f"--oversample-thr must be 0 (off) or a positive fraction, got {args.oversample_thr}"
         )
-    if args.amp and not str(args.device).startswith("cuda"):
-        print("note: --amp only applies on CUDA; training in float32 on the CPU")
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but torch sees no CUDA GPU")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _check_device(args)
     sources = _sources(args)
     classes = (
         [c.strip() for c in args.classes.split(",") if c.strip()]
@@ -246,9 +283,7 @@ def run_train(args) -> int:
         else discover_classes(sources, args.class_field)
     )
     dataset = ChipDataset(sources, classes, args.tile_size, args.overlap, args.class_field, seed=args.seed)
-    if dataset.unknown:
-        skipped = ", ".join(f"{k} ({v})" for k, v in sorted(dataset.unknown.items()))
-        print(f"note: objects of classes not in --classes are ignored: {skipped}")
+    _note_unknown(dataset.unknown)
     print(
         f"{len(sources)} rasters, {len(dataset)} chips of {args.tile_size} px with {dataset.num_objects()} "
         f"objects; classes: {', '.join(classes)}"
@@ -262,7 +297,25 @@ def run_train(args) -> int:
             f"class-balanced sampling (threshold {args.oversample_thr}): "
             f"{len(dataset)} chips per pass; objects shown per pass: {shown}"
         )
+    meta = {"tile_size": args.tile_size, "overlap": args.overlap, "oversample_thr": args.oversample_thr}
+    return _fit(args, dataset, classes, meta)
+
+
+def _fit(args, dataset, classes, extra_meta) -> int:
+    """Build the model, train on ``dataset`` and report; shared by the raster and DOTA paths."""
+    from ..training.trainer import TrainConfig, Trainer
+
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    if args.recipe is not None and args.iterations is None:
+        args.iterations, recipe_steps = args.recipe.iterations(len(dataset), args.dist.world_size)
+        steps = steps or recipe_steps
+        print(
+            f"recipe {args.recipe.name}: {args.recipe.epochs} epochs of {len(dataset)} patches = "
+            f"{args.iterations} iterations at {args.batch_size} images x {args.dist.world_size} "
+            f"process(es); lr {args.lr:g}, x0.1 at {', '.join(map(str, steps))}"
+        )
+    if args.recipe is not None:
+        extra_meta = {**extra_meta, "recipe": args.recipe.name}
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,
@@ -274,21 +327,126 @@ def run_train(args) -> int:
         amp=args.amp,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
-        extra_meta={
-            "tile_size": args.tile_size,
-            "overlap": args.overlap,
-            "oversample_thr": args.oversample_thr,
-        },
+        sync_bn=args.sync_bn,
+        freeze_bn=args.freeze_bn,
+        extra_meta=extra_meta,
     )
-    trainer = Trainer(_build(args, classes), dataset, cfg, Path(args.out), log=print)
+    import torch
+
+    torch.manual_seed(args.seed)  # the same initial weights on every rank and every run
+    trainer = Trainer(_build(args, classes), dataset, cfg, Path(args.out), log=print, dist=args.dist)
     if args.resume:
         if trainer.resume():
             print(f"resumed at iteration {trainer.iteration} from {args.out}")
         else:
             print(f"nothing to resume in {args.out}; starting from the beginning")
-    trainer.run(progress=not args.no_progress)
-    print(f"done: {Path(args.out) / 'latest.pth'}")
+    events = getattr(args, "events", None)  # set by a job run for QGIS (app/qgis_job.py)
+    try:
+        trainer.run(
+            progress=not args.no_progress and events is None,
+            should_stop=events.cancelled if events is not None else None,
+            on_step=events.step if events is not None else None,
+        )
+    finally:
+        args.dist.close()
+    stopped = trainer.iteration < cfg.iterations
+    print(f"{'stopped' if stopped else 'done'}: {Path(args.out) / 'latest.pth'}")
+    if events is not None:
+        events.result(
+            output=str(Path(args.out) / "latest.pth"), partial=stopped, iteration=trainer.iteration
+        )
     return 0
+
+
+DEFAULTS = {"batch_size": 2, "lr": 1.5e-4, "warmup_iters": 500, "difficult": "ignore", "iterations": 1000}
+
+
+def _resolve(args) -> None:
+    """Fill the settings left open on the command line: the recipe's value, else the default
+    (explicit > recipe > default). A recipe's iterations are set once the data are known."""
+    from ..training.recipes import RECIPES
+
+    recipe = RECIPES.get(args.preset)
+    args.recipe = recipe
+    if recipe is not None:
+        if not args.dota:
+            raise UsageError(f"the recipe {recipe.name} trains on DOTA data: give --dota FOLDER")
+        if args.from_checkpoint:
+            raise UsageError("a recipe starts from its ImageNet backbone; leave out --from-checkpoint")
+        wanted = {
+            "batch_size": recipe.batch_per_gpu,
+            "lr": recipe.lr,
+            "warmup_iters": recipe.warmup_iters,
+            "difficult": recipe.difficult,
+        }
+        for key, value in wanted.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        args.dota_version = recipe.dota_version
+        if recipe.sync_bn and args.dist.enabled and str(args.device).startswith("cuda"):
+            args.sync_bn = True
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None and not (key == "iterations" and recipe is not None):
+            setattr(args, key, value)
+
+
+def _join_job(args) -> None:
+    """Under torchrun: join the process group; only rank 0 prints."""
+    from ..training.distributed import from_env
+
+    if args.sync_bn and not str(args.device).startswith("cuda"):
+        raise UsageError("--sync-bn needs CUDA GPUs; on the CPU use --freeze-bn or neither")
+    args.dist = from_env(args.device)
+    if not args.dist.is_main:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process's life
+    elif args.dist.enabled:
+        print(f"distributed: {args.dist.world_size} processes ({args.dist.backend})")
+
+
+def _note_unknown(unknown: dict) -> None:
+    if unknown:
+        skipped = ", ".join(f"{k} ({v})" for k, v in sorted(unknown.items()))
+        print(f"note: objects of classes not in the class list are ignored: {skipped}")
+
+
+def _check_device(args) -> None:
+    import torch
+
+    if args.amp and not str(args.device).startswith("cuda"):
+        print("note: --amp only applies on CUDA; training in float32 on the CPU")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA GPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def run_train_dota(args) -> int:
+    """Train on a DOTA-format folder (original images split on the fly, or a split folder)."""
+    from ..training.dota.augment import RecipeAugment
+    from ..training.dota.classes import RECT_CLASSES, dota_classes
+    from ..training.dota.dataset import DotaDataset
+    from .dota_cli import split_from_args
+
+    if args.raster or args.data_dir:
+        raise UsageError("give either --dota or rasters (--raster/--data-dir), not both")
+    if not Path(args.dota).is_dir():
+        raise UsageError(f"--dota: not a folder: {args.dota}")
+    _check_device(args)
+    classes = (
+        [c.strip() for c in args.classes.split(",") if c.strip()]
+        if args.classes
+        else list(dota_classes(args.dota_version))
+    )
+    split = split_from_args(args)
+    augment = RecipeAugment([i for i, c in enumerate(classes) if c in RECT_CLASSES])
+    dataset = DotaDataset(args.dota, classes, split, args.difficult, split.size, augment, args.seed)
+    _note_unknown(dataset.unknown)
+    print(
+        f"DOTA {args.dota}: {dataset.num_patches} patches, {len(dataset)} with objects, "
+        f"{dataset.num_objects()} objects (difficult: {args.difficult}); classes: {', '.join(classes)}"
+    )
+    meta = {"dota_split": {"size": split.size, "gap": split.gap, "rates": list(split.rates)}}
+    return _fit(args, dataset, classes, {**meta, "difficult": args.difficult})
 
 
 # evaluate ----------------------------------------------------------------------------------
@@ -352,6 +510,9 @@ def run_evaluate(args) -> int:
         print(f"precision-recall plot: {plot_pr(result, args.plot)}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+    events = getattr(args, "events", None)
+    if events is not None:
+        events.result(output=args.plot, evaluation=result.as_dict())
     return 0
 
 
@@ -395,9 +556,12 @@ def run_synth(args) -> int:
 # wiring ------------------------------------------------------------------------------------
 def register(subparsers) -> None:
     """Add ``train``, ``evaluate`` and ``synth`` to an argparse subparsers object."""
+    from .dota_cli import add_dota
+
     add_train(subparsers)
     add_evaluate(subparsers)
     add_synth(subparsers)
+    add_dota(subparsers, guarded)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

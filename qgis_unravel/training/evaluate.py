@@ -68,9 +68,9 @@ class EvalResult:
         }
 
 
-def _as_dets(d: ImageDetections, label: int) -> np.ndarray:
+def _as_dets(d: ImageDetections, label: int, box_dim: int = 5) -> np.ndarray:
     mask = np.asarray(d.labels) == label
-    boxes = np.asarray(d.boxes, dtype=np.float64).reshape(-1, 5)[mask]
+    boxes = np.asarray(d.boxes, dtype=np.float64).reshape(-1, box_dim)[mask]
     scores = np.asarray(d.scores, dtype=np.float64).reshape(-1)[mask]
     return np.concatenate([boxes, scores[:, None]], axis=1)
 
@@ -82,22 +82,25 @@ def evaluate(
     iou_thr: float = 0.5,
     mode: str = "11points",
     iou_fn: IouFn = rotated_iou,
+    box_dim: int = 5,
 ) -> EvalResult:
-    """Per-class AP and mAP over a set of images (detections and truths in the same order)."""
+    """Per-class AP and mAP over a set of images (detections and truths in the same order).
+
+    ``box_dim=8`` with a polygon ``iou_fn`` compares four-corner polygons (DOTA Task1)."""
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} detection sets for {len(truths)} labelled images")
     results = []
     for label, name in enumerate(class_names):
         tps, fps, scores, num_gts = [], [], [], 0
         for det, truth in zip(detections, truths):
-            dets = _as_dets(det, label)
+            dets = _as_dets(det, label, box_dim)
             mask = np.asarray(truth.labels) == label
-            gts = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 5)[mask]
+            gts = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, box_dim)[mask]
             ign = None if truth.ignored is None else np.asarray(truth.ignored, dtype=bool)[mask]
-            tp, fp = tp_fp(dets, gts, iou_thr, ign, iou_fn)
+            tp, fp = tp_fp(dets, gts, iou_thr, ign, iou_fn, box_dim)
             tps.append(tp)
             fps.append(fp)
-            scores.append(dets[:, 5])
+            scores.append(dets[:, box_dim])
             num_gts += int(len(gts) if ign is None else np.count_nonzero(~ign))
         results.append(
             _class_result(

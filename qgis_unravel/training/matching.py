@@ -36,10 +36,15 @@ def tp_fp(
     iou_thr: float = 0.5,
     ignored: Optional[np.ndarray] = None,
     iou_fn: IouFn = rotated_iou,
+    box_dim: int = 5,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """``dets`` (M, 6) boxes + score, ``gts`` (N, 5) -> tp, fp flags (M,) in the rows' order."""
-    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
-    gts = np.asarray(gts, dtype=np.float64).reshape(-1, 5)
+    """``dets`` (M, D+1) boxes + score, ``gts`` (N, D) -> tp, fp flags (M,) in the rows' order.
+
+    Boxes are (cx, cy, w, h, a) (D = 5) or, with ``box_dim=8`` and a polygon ``iou_fn``,
+    four-corner polygons as DOTA's Task1 evaluation compares them.
+    """
+    dets = np.asarray(dets, dtype=np.float64).reshape(-1, box_dim + 1)
+    gts = np.asarray(gts, dtype=np.float64).reshape(-1, box_dim)
     ignored = np.zeros(len(gts), dtype=bool) if ignored is None else np.asarray(ignored, dtype=bool)
     tp = np.zeros(len(dets))
     fp = np.zeros(len(dets))
@@ -48,11 +53,11 @@ def tp_fp(
         return tp, fp
     if len(dets) == 0:
         return tp, fp
-    ious = iou_fn(dets[:, :5], gts)
+    ious = iou_fn(dets[:, :box_dim], gts)
     best = ious.max(axis=1)
     best_gt = ious.argmax(axis=1)
     covered = np.zeros(len(gts), dtype=bool)
-    for i in np.argsort(-dets[:, 5], kind="stable"):
+    for i in np.argsort(-dets[:, box_dim], kind="stable"):
         if best[i] < iou_thr:
             fp[i] = 1.0
             continue

@@ -15,8 +15,9 @@ PathLike = Union[str, Path]
 
 @dataclass
 class ModelSpec:
-    """Architecture of a fresh UnravelNet Oriented R-CNN (defaults: the tiny config)."""
+    """Architecture of a fresh Oriented R-CNN (defaults: the UnravelNet tiny config)."""
 
+    backbone: str = "UnravelNet"  # or "LEGNet" (att_kernel does not apply)
     stem_dim: int = 32
     depths: Tuple[int, ...] = (1, 4, 4, 2)
     att_kernel: Tuple[int, ...] = (11, 11, 11, 11)
@@ -65,19 +66,29 @@ def init_heads(detector: nn.Module) -> None:
 
 def build_model(spec: ModelSpec, classes: Sequence[str]) -> nn.Module:
     """A freshly initialised UnravelNet Oriented R-CNN for ``classes``."""
-    from ..detector.backbones.unravelnet import UnravelNet
     from ..detector.fpn import FPN
     from ..detector.oriented_rcnn import OrientedRCNN
 
-    backbone = UnravelNet(
-        stem_dim=spec.stem_dim,
-        depths=spec.depths,
-        att_kernel=spec.att_kernel,
-        mlp_ratio=spec.mlp_ratio,
-        drop_path_rate=spec.drop_path_rate,
-    )
+    if spec.backbone == "LEGNet":
+        from ..detector.backbones.legnet import LEGNet
+
+        backbone = LEGNet(
+            spec.stem_dim, spec.depths, mlp_ratio=spec.mlp_ratio, drop_path_rate=spec.drop_path_rate
+        )
+    elif spec.backbone == "UnravelNet":
+        from ..detector.backbones.unravelnet import UnravelNet
+
+        backbone = UnravelNet(
+            stem_dim=spec.stem_dim,
+            depths=spec.depths,
+            att_kernel=spec.att_kernel,
+            mlp_ratio=spec.mlp_ratio,
+            drop_path_rate=spec.drop_path_rate,
+        )
+    else:
+        raise ValueError(f"unknown backbone {spec.backbone!r}; UnravelNet or LEGNet")
     neck = FPN(backbone.out_channels, spec.fpn_width, num_outs=5)
-    info = {"backbone": "UnravelNet", **spec.as_dict()}
+    info = spec.as_dict()
     detector = OrientedRCNN.from_parts(
         backbone, neck, len(classes), spec.fpn_width, spec.roi_fc_width, classes=list(classes), info=info
     )

@@ -13,7 +13,7 @@ smooth L1 (beta 1) on the positives' DeltaXYWHA targets, both divided by the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -24,6 +24,16 @@ from .losses import weighted_bce, weighted_ce, weighted_smooth_l1
 
 RPN_SAMPLES, RPN_POS_FRACTION, RPN_BETA = 256, 0.5, 1.0 / 9.0
 RCNN_SAMPLES, RCNN_POS_FRACTION, RCNN_BETA = 512, 0.25, 1.0
+
+
+Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def per_image(generator: Generators, i: int) -> Optional[torch.Generator]:
+    """Image ``i``'s generator from one shared generator or a list of one per image."""
+    if isinstance(generator, (list, tuple)):
+        return generator[i]
+    return generator
 
 
 def box_iou_xyxy(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -108,16 +118,20 @@ def rpn_loss(
     bbox_preds: Sequence[Tensor],
     gt_boxes: Sequence[Tensor],
     image_sizes: Sequence[Tuple[int, int]],
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
 ) -> Dict[str, Tensor]:
-    """loss_rpn_cls and loss_rpn_bbox of a batch, averaged over all sampled anchors of the batch."""
+    """loss_rpn_cls and loss_rpn_bbox of a batch, averaged over all sampled anchors of the batch.
+
+    ``generator`` is one generator for the batch or one per image (then an image's sampling does
+    not depend on the other images of its batch, which distributed training relies on)."""
     anchors = torch.cat(rpn_head.anchors(cls_scores))
     logits, deltas, targets = [], [], []
     for i, (gts, size) in enumerate(zip(gt_boxes, image_sizes)):
         lg, dl = flatten_rpn_outputs(cls_scores, bbox_preds, i)
         logits.append(lg)
         deltas.append(dl)
-        targets.append(rpn_targets_single(anchors, gts.to(anchors), size, rpn_head.bbox_coder, generator))
+        gen = per_image(generator, i)
+        targets.append(rpn_targets_single(anchors, gts.to(anchors), size, rpn_head.bbox_coder, gen))
     total = sum(t.num_samples for t in targets)
     logits_all = torch.cat(logits).float()
     deltas_all = torch.cat(deltas).float()
@@ -177,10 +191,10 @@ def sample_rois(
     gt_labels: Sequence[Tensor],
     num_classes: int,
     coder,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
 ) -> List[RoISamples]:
     return [
-        sample_rois_single(p, g.to(p), lab.to(p.device), num_classes, coder, i, generator)
+        sample_rois_single(p, g.to(p), lab.to(p.device), num_classes, coder, i, per_image(generator, i))
         for i, (p, g, lab) in enumerate(zip(proposals, gt_boxes, gt_labels))
     ]
 

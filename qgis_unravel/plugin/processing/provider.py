@@ -23,5 +23,9 @@ class UnravelProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS name)
         from .algorithm import DetectAlgorithm
+        from .evaluate_algorithm import EvaluateAlgorithm
+        from .train_algorithm import TrainAlgorithm
 
         self.addAlgorithm(DetectAlgorithm())
+        self.addAlgorithm(TrainAlgorithm())
+        self.addAlgorithm(EvaluateAlgorithm())
