@@ -85,12 +85,11 @@ class Check:
 # ---- models --------------------------------------------------------------------------------
 
 def golden_dir() -> Path:
-    env = os.environ.get("QGIS_UNRAVEL_GOLDEN")
-    for path in ([Path(env)] if env else []) + [ROOT / "tests" / "golden", ROOT.parent / "shared" / "golden",
-                                                 ROOT / "shared" / "golden"]:
-        if (path / "state_dict_keys_tiny.txt").is_file():
-            return path
-    raise FileNotFoundError("golden data not found (set QGIS_UNRAVEL_GOLDEN)")
+    """The project's golden data (tests/golden), checkpoints decompressed once to a temp folder."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import golden_data
+
+    return golden_data.expanded()
 
 
 LEAN_PROPOSALS: Optional[int] = None  # the dry run caps the RPN's proposals: plumbing, not figures
@@ -191,18 +190,24 @@ def match_detections(ref: Dict[str, torch.Tensor], got: Dict[str, torch.Tensor])
 
 
 def step_amp_golden(device: str, dtypes: Sequence[str], dry: bool = False) -> List[str]:
-    from qgis_unravel.detector import load_detector
+    from qgis_unravel.detector.checkpoint import load_detector
 
     gd = golden_dir()
-    models = {"UnravelNet (golden reduced)": ("reduced_model.pth", "reduced_model_io.npz", 0.201596),
+
+    def golden_thr(info: str) -> float:  # the score threshold of the golden run
+        return float(json.loads((gd / info).read_text())["score_thr"])
+
+    models = {"UnravelNet (golden reduced)": ("reduced_model.pth", "reduced_model_io.npz",
+                                              golden_thr("reduced_model_info.json")),
               "LEGNet (golden reduced)": ("legnet/legnet_reduced_model.pth",
-                                          "legnet/legnet_reduced_model_io.npz", 0.237445)}
+                                          "legnet/legnet_reduced_model_io.npz",
+                                          golden_thr("legnet/legnet_reduced_model_info.json"))}
     if dry:  # one model with fewer proposals: the plumbing, not the figures
         models = dict(list(models.items())[:1])
     lines = []
     for name, (ckpt, io_name, thr) in models.items():
         det = load_detector(gd / ckpt, device=device)
-        det.score_threshold = thr
+        det.roi_head.test_cfg.score_thr = thr
         if LEAN_PROPOSALS:
             det.rpn_nms_pre = det.rpn_max_proposals = LEAN_PROPOSALS
         batch = torch.from_numpy(np.load(gd / io_name)["input"])[None].to(device)
@@ -218,7 +223,7 @@ def step_amp_golden(device: str, dtypes: Sequence[str], dry: bool = False) -> Li
 
 
 def step_amp_demo(device: str, dtypes: Sequence[str], seeds: Sequence[int], size: int) -> List[str]:
-    from qgis_unravel.detector import load_detector
+    from qgis_unravel.detector.checkpoint import load_detector
     from qgis_unravel.paths import models_dir
     from qgis_unravel.synthetic import make_scene
     from qgis_unravel.training.evaluate import ImageDetections, ImageTruth, evaluate

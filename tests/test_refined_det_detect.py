@@ -121,7 +121,7 @@ def test_qgis_process_runs_a_refined_det_checkpoint(tmp_path, raster, score_thr)
     out = tmp_path / "found.gpkg"
     params = {
         "INPUT": str(raster),
-        "MODEL": str(GOLDEN / "reduced_model.pth"),
+        "MODEL_FILE": str(GOLDEN / "reduced_model.pth"),
         "DEVICE": 1,
         "TILE": 224,
         "OVERLAP": 0,

@@ -43,7 +43,8 @@ MAX_READ_THREADS = 32
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # The knobs ``resolve`` always fills.
-_RESOLVED_FIELDS = ("tile_size", "overlap", "batch_size", "score_threshold", "nms_iou", "merge_iou",
+# settings a resolved spec always has (batch_size may stay None: automatic, chosen per device)
+_RESOLVED_FIELDS = ("tile_size", "overlap", "score_threshold", "nms_iou", "merge_iou",
                     "max_detections", "mean", "std", "channel_order")
 
 

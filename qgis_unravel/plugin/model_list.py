@@ -47,8 +47,13 @@ def entry_for(card) -> ModelEntry:
     return ModelEntry(card.id, card.title, runnable, why, tuple(card.classes), gsd, card.summary)
 
 
+# The model a fresh install preselects: the UnravelNet demo, whose weights the plugin zip carries.
+FIRST_CHOICE = "demo-unravelnet-synthetic"
+
+
 def model_entries() -> list[ModelEntry]:
-    """Every model card, runnable ones first (the demo first among those); no cards is not an error."""
+    """Every model card, runnable ones first (the UnravelNet demo, then other demos, first among
+    those); no cards is not an error."""
     try:
         from ..zoo import list_cards
 
@@ -56,7 +61,8 @@ def model_entries() -> list[ModelEntry]:
     except Exception:  # a broken card must not stop the dialog
         return []
     entries = [entry_for(card) for card in cards]
-    return sorted(entries, key=lambda e: (not e.runnable, not e.id.startswith("demo"), e.title))
+    return sorted(entries, key=lambda e: (not e.runnable, e.id != FIRST_CHOICE, not e.id.startswith("demo"),
+                                          e.title))
 
 
 def is_checkpoint_path(model: str) -> bool:
