@@ -8,16 +8,15 @@ R-CNN run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import ogr  # before rasterio (test_engine_fakes): the other order crashes GDAL
 from test_engine_fakes import write_raster
+from test_plugin_support import install_plugin_zip
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "refined_det"
@@ -93,31 +92,7 @@ def test_detect_command_writes_the_engine_fields(tmp_path, raster, score_thr):
 @pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason="qgis_process is not installed")
 @pytest.mark.skipif(not VENV_PYTHON.is_file(), reason="needs the project venv (torch)")
 def test_qgis_process_runs_a_refined_det_checkpoint(tmp_path, raster, score_thr):
-    dist = tmp_path / "dist"
-    built = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "build_plugin.py"), "--out", str(dist)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert built.returncode == 0, built.stderr
-    profile = tmp_path / "config"
-    plugins = profile / "profiles" / "default" / "python" / "plugins"
-    zipfile.ZipFile(built.stdout.strip().splitlines()[-1]).extractall(plugins)
-    env = dict(
-        os.environ,
-        QT_QPA_PLATFORM="offscreen",
-        QGIS_CUSTOM_CONFIG_PATH=str(profile),
-        QGIS_UNRAVEL_PYTHON=str(VENV_PYTHON),
-    )
-    enabled = subprocess.run(
-        [str(QGIS_PROCESS), "plugins", "enable", "qgis_unravel"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    env = install_plugin_zip(tmp_path, VENV_PYTHON)
     out = tmp_path / "found.gpkg"
     params = {
         "INPUT": str(raster),
