@@ -50,8 +50,8 @@ class Recipe:
 UNRAVELNET_STEPS = (24, 33)
 LEGNET_STEPS = (13, 24, 33)
 
-RECIPES: Dict[str, Recipe] = {
-    "unravelnet-t-dota10": Recipe(
+RECIPES: Dict[str, Recipe] = {recipe.name: recipe for recipe in (
+    Recipe(
         "unravelnet-t-dota10",
         ModelSpec("UnravelNet", stem_dim=32),
         "unravelnet-t-imagenet",
@@ -60,7 +60,7 @@ RECIPES: Dict[str, Recipe] = {
         reported_map=78.51,
         config="configs/unravelnet/ORCNN_unravelnet_tiny_fpn_le90_dota10val_ss_e36.py",
     ),
-    "unravelnet-s-dota10": Recipe(
+    Recipe(
         "unravelnet-s-dota10",
         ModelSpec("UnravelNet", stem_dim=64),
         "unravelnet-s-imagenet",
@@ -69,7 +69,7 @@ RECIPES: Dict[str, Recipe] = {
         reported_map=79.99,
         config="configs/unravelnet/ORCNN_unravelnet_small_fpn_le90_dota10val_ss_e36.py",
     ),
-    "legnet-t-dota10": Recipe(
+    Recipe(
         "legnet-t-dota10",
         ModelSpec("LEGNet", stem_dim=32),
         "legnet-t-imagenet",
@@ -78,7 +78,7 @@ RECIPES: Dict[str, Recipe] = {
         reported_map=79.37,
         config="configs/legnet/orcnn_legnet_tiny_dota10_test_ss_e36.py",
     ),
-    "legnet-s-dota10": Recipe(
+    Recipe(
         "legnet-s-dota10",
         ModelSpec("LEGNet", stem_dim=64),
         "legnet-s-imagenet",
@@ -87,4 +87,4 @@ RECIPES: Dict[str, Recipe] = {
         reported_map=80.03,
         config="configs/legnet/orcnn_legnet_small_dota10_test_ss_e36.py",
     ),
-}
+)}
