@@ -24,6 +24,7 @@ from qgis_unravel.detector.backbones.legnet import (
     remap_legacy_keys,
 )
 from qgis_unravel.detector.config import Thresholds
+from qgis_unravel.detector.folding import FoldedBatchNorm2d, prepare_for_inference
 
 # Features: the legnet README's cross-version check (torch 2.0.1 vs 2.13) gives max |diff|
 # 8.8e-5 at backbone_out3 (max |ref| 28); this is the tolerance it calls honest.
@@ -152,7 +153,8 @@ def test_reduced_model_architecture_inferred(reduced_model):
 @pytest.mark.parametrize("fast", [False, True], ids=["exact", "fast"])
 def test_backbone_outputs_match_mmrotate(reduced_state_dict, golden_input, reduced_io, fast):
     model = build_from_state_dict(reduced_state_dict)
-    model.fast = fast
+    if fast:
+        prepare_for_inference(model)  # folded and channels-last, as load_detector leaves it
     with torch.inference_mode():
         outs = model(golden_input)
     assert len(outs) == 4
@@ -181,15 +183,19 @@ def test_fixed_filters_come_from_the_checkpoint(reduced_model, reduced_state_dic
 
 def test_fast_mode_is_the_same_function(reduced_state_dict, small_input):
     exact = build_from_state_dict(reduced_state_dict)
-    fast = build_from_state_dict(reduced_state_dict)
-    fast.fast = True
-    assert all(m.fold_bn for m in fast.modules() if hasattr(m, "fold_bn"))
+    fast = prepare_for_inference(build_from_state_dict(reduced_state_dict))
+    folded = [m for m in fast.modules() if isinstance(m, FoldedBatchNorm2d)]
+    # Every conv-followed norm of the reduced model (depths 1, 2, 2, 1): per block 3 in the
+    # bottleneck, 1 in LFEA, 2 in the MLP (+1 Gaussian branch after stage 1) = 41; one Gaussian
+    # branch per DRFD = 3; the stem's Conv_D, Gaussian branch, its bottleneck and DRFD = 6.
+    assert len(folded) == 50
+    assert isinstance(fast.stages[0].blocks[0].norm, FoldedBatchNorm2d)
     with torch.inference_mode():
         for a, b in zip(exact(small_input), fast(small_input)):
             assert b.is_contiguous(memory_format=torch.channels_last)
             # Rounding only, but it compounds through the network like a torch-version change.
             assert torch.allclose(a, b, atol=FEAT_ATOL, rtol=FEAT_RTOL)
-    # Training ignores the switch: folding needs running statistics.
+    # Training runs unfolded: folding needs running statistics.
     fast.train()
     exact.train()
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from qgis_unravel.detector.backbones import common, unravelnet
 from qgis_unravel.detector.backbones.unravelnet import MRA, UnravelNet, build_from_state_dict, matches
+from qgis_unravel.detector.folding import FoldedBatchNorm2d, fold_batchnorms, is_folded
 from qgis_unravel.detector.state_dict import strip_prefix
 
 PARAMS = {"tiny": (32, 9_679_161), "small": (64, 13_986_581)}
@@ -108,40 +109,44 @@ def test_reduced_model_matches_mmrotate_outputs(reduced_golden, reduced_backbone
         torch.testing.assert_close(out[0], ref, atol=1e-4, rtol=1e-4)
 
 
-def test_fast_mode_folds_bn_and_still_matches_mmrotate(reduced_golden, reduced_backbone, monkeypatch):
-    """``fast`` folds BatchNorms into the convs: same function, other rounding."""
+@pytest.fixture()
+def folded_backbone(reduced_golden):
+    state_dict, _ = reduced_golden
+    model = build_from_state_dict(state_dict)
+    model.load_state_dict({k[9:]: v for k, v in state_dict.items() if k.startswith("backbone.")}, strict=True)
+    fold_batchnorms(model.eval())
+    return model
+
+
+def test_folded_model_still_matches_mmrotate(reduced_golden, folded_backbone):
+    """Folding every conv+BN pair once: same function, other rounding."""
     _, io = reduced_golden
-    folds = []
-    real_params = common.folded_params
-    monkeypatch.setattr(unravelnet, "folded_params", lambda *a: folds.append(1) or real_params(*a))
-    monkeypatch.setattr(common, "folded_params", lambda *a: folds.append(1) or real_params(*a))
-    monkeypatch.setattr(reduced_backbone, "fast", True)
+    folded = [m for m in folded_backbone.modules() if isinstance(m, FoldedBatchNorm2d)]
+    assert len(folded) > 50  # the folding really covers the network
+    # Every declared pair of the block (MRA's four convs, the MLP's last conv) is among them.
+    block = folded_backbone.stages[0].blocks[0]
+    assert isinstance(block.MRA.norm, FoldedBatchNorm2d) and isinstance(block.norm, FoldedBatchNorm2d)
+    assert isinstance(folded_backbone.Stem.norm, FoldedBatchNorm2d)
     with torch.inference_mode():
-        outs = reduced_backbone(torch.from_numpy(io["input"])[None])
-    assert len(folds) > 50  # the folding really ran
+        outs = folded_backbone(torch.from_numpy(io["input"])[None])
     for i, out in enumerate(outs):
         torch.testing.assert_close(out[0], torch.from_numpy(io[f"backbone_out{i}"]), atol=1e-4, rtol=1e-4)
 
 
-def test_fast_channels_last_option_matches_mmrotate_loosely(reduced_golden, reduced_backbone, monkeypatch):
-    """Channels-last (off by default even in fast mode) reorders rounding more: 2e-4 here."""
+def test_channels_last_option_matches_mmrotate_loosely(reduced_golden, folded_backbone):
+    """Channels-last (set for inference by load_detector) reorders rounding more: 2e-4 here."""
     _, io = reduced_golden
-    monkeypatch.setattr(reduced_backbone, "fast", True)
-    monkeypatch.setattr(reduced_backbone, "channels_last_when_fast", True)
+    folded_backbone.channels_last = True
     with torch.inference_mode():
-        outs = reduced_backbone(torch.from_numpy(io["input"])[None])
+        outs = folded_backbone(torch.from_numpy(io["input"])[None])
     assert outs[0].is_contiguous(memory_format=torch.channels_last)
     for i, out in enumerate(outs):
         torch.testing.assert_close(out[0], torch.from_numpy(io[f"backbone_out{i}"]), atol=2e-4, rtol=2e-4)
 
 
-def test_default_mode_does_not_fold(reduced_golden, reduced_backbone, monkeypatch):
-    _, io = reduced_golden
-    assert reduced_backbone.fast is False
-    monkeypatch.setattr(common, "folded_params", lambda *a: pytest.fail("folded outside fast mode"))
-    monkeypatch.setattr(unravelnet, "folded_params", lambda *a: pytest.fail("folded outside fast mode"))
-    with torch.inference_mode():
-        reduced_backbone(torch.from_numpy(io["input"])[None])
+def test_a_built_model_is_not_folded(reduced_backbone):
+    assert not is_folded(reduced_backbone)
+    assert reduced_backbone.channels_last is False
 
 
 def _skew_rows(x):
@@ -176,7 +181,9 @@ def test_fused_mra_kernel_equals_the_skewed_convs(kernel, side):
     for conv in (mra.H_att1, mra.V_att1, mra.H_att2, mra.V_att2):
         torch.nn.init.normal_(conv.weight)
     small = torch.randn(2, 4, side, side)
-    fused = F.conv2d(small, mra.fused_kernel(), padding=kernel // 2 + 1, groups=4)
+    kernel_weight, bias = mra.fused_conv()
+    assert bias is None  # the four convs have none
+    fused = F.conv2d(small, kernel_weight, padding=kernel // 2 + 1, groups=4)
     torch.testing.assert_close(fused, _literal_mra_logits(mra, small), atol=1e-5, rtol=1e-5)
 
 
@@ -185,22 +192,11 @@ def test_mra_rejects_even_kernels():
         MRA(4, 10)
 
 
-def test_folded_conv_bn_equals_conv_then_bn():
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(5, 7, 3, padding=1)
-    norm = torch.nn.BatchNorm2d(7)
-    norm.running_mean.uniform_(-1, 1)
-    norm.running_var.uniform_(0.5, 2)
-    norm.weight.data.uniform_(0.5, 1.5)
-    norm.bias.data.uniform_(-1, 1)
-    norm.eval()
-    x = torch.randn(2, 5, 9, 9)
-    torch.testing.assert_close(common.fused_conv_bn(x, conv, norm), norm(conv(x)), atol=1e-5, rtol=1e-5)
-
-
 def test_training_mode_uses_batch_statistics_and_backpropagates():
     torch.manual_seed(0)
-    model = UnravelNet(stem_dim=8, depths=(1, 1, 1, 1), drop_path_rate=0.0, fast=True).train()
+    model = UnravelNet(stem_dim=8, depths=(1, 1, 1, 1), drop_path_rate=0.0)
+    fold_batchnorms(model.eval())  # as load_detector leaves it: training must not see the folding
+    model.train()
     x = torch.randn(2, 3, 96, 96)
     outs = model(x)
     # norm0 in training mode normalises by batch statistics: per-channel mean ~ bias (0).

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .base import DetectorBase
 from .config import ROI_OUTPUT_SIZE
+from .folding import prepare_for_inference
 from .oriented_rcnn import OrientedRCNN, default_class_names
 from .state_dict import StateDict, strip_prefix
 
@@ -332,18 +333,18 @@ def load_detector(
 ) -> DetectorBase:
     """Load an mmrotate UnravelNet/LEGNet Oriented R-CNN or Refined-Det checkpoint, ready for inference.
 
-    ``fast`` (default) folds the backbone's BatchNorms and runs it channels-last on CPU
-    (``OrientedRCNN.fast``): about 20 % less backbone time, the same detections up to float32
-    rounding, well inside the golden parity tolerances. ``fast=False`` tracks mmrotate's
-    operation order most closely.
+    ``fast`` (default) folds the BatchNorms into the convs, once, and runs the backbone
+    channels-last on CPU (:func:`.folding.prepare_for_inference`): about a fifth less backbone
+    time, the same detections up to float32 rounding, well inside the golden parity tolerances.
+    The checkpoint's tensors stay as loaded, and training mode runs unfolded. ``fast=False``
+    tracks mmrotate's operation order most closely.
     """
     sd, meta = read_checkpoint(path)
     check_finite(sd)
     detector = build_detector(sd, meta)
     detector.info["checkpoint"] = str(path)
-    if hasattr(detector, "fast"):
-        detector.fast = fast
-    return detector.to(device).eval()
+    detector = detector.to(device).eval()
+    return prepare_for_inference(detector) if fast else detector
 
 
 # saving ---------------------------------------------------------------------------------

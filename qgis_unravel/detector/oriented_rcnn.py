@@ -86,24 +86,6 @@ class OrientedRCNN(DetectorBase):
     def rpn_max_proposals(self, value: int) -> None:
         self.rpn_head.test_cfg.max_per_img = int(value)
 
-    @property
-    def fast(self) -> bool:
-        """Inference speed-ups of the backbone: eval-mode BatchNorms folded into the convs and,
-        on CPU, channels-last maps. Same function up to float32 rounding (the golden parity
-        tests pass either way); ``load_detector`` turns it on, training ignores it."""
-        return bool(getattr(self.backbone, "fast", False))
-
-    @fast.setter
-    def fast(self, value: bool) -> None:
-        value = bool(value)
-        if hasattr(self.backbone, "fast"):
-            self.backbone.fast = value
-        if hasattr(self.backbone, "channels_last_when_fast"):
-            self.backbone.channels_last_when_fast = value
-        config = self.info.get("backbone_config")
-        if isinstance(config, dict) and "fast" in config:
-            config["fast"] = value
-
     # network ---------------------------------------------------------------------
     def extract_feat(self, batch: Tensor) -> List[Tensor]:
         """FPN maps P2..P6 for a normalised (B, 3, H, W) batch."""

@@ -30,60 +30,11 @@ def bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels)
 
 
-def folded_params(weight: Tensor, bias: Tensor | None, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Weight and bias of one convolution equal to ``norm(conv(x))`` with running statistics."""
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-    folded_bias = norm.bias - norm.running_mean * scale
-    if bias is not None:
-        folded_bias = folded_bias + bias * scale
-    return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), folded_bias
-
-
-def can_fold(norm: nn.Module) -> bool:
-    """True when ``norm`` is a BatchNorm in eval mode, i.e. an affine map that can be folded."""
-    return (
-        isinstance(norm, nn.BatchNorm2d)
-        and not norm.training
-        and norm.affine
-        and norm.running_var is not None
-        and norm.running_mean is not None
-    )
-
-
-def fused_conv_bn(x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
-    """``norm(conv(x))`` as one convolution when the norm uses running statistics.
-
-    Folding saves a full read and write of the (often large) feature map. In training mode
-    it falls back to the two separate steps, so gradients and batch statistics behave exactly
-    as without folding.
-    """
-    if not can_fold(norm) or conv.padding_mode != "zeros":
-        return norm(conv(x))
-    weight, bias = folded_params(conv.weight, conv.bias, norm)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def run_sequential(seq: nn.Sequential, x: Tensor) -> Tensor:
-    """Run a conv/norm/activation ``nn.Sequential`` with conv+BN folded and ReLU in place.
-
-    Same result as ``seq(x)``; cheaper at inference because the large intermediate maps are
-    written once instead of three times.
-    """
-    layers = list(seq)
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        following = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(layer, nn.Conv2d) and following is not None and can_fold(following):
-            x = fused_conv_bn(x, layer, following)
-            i += 2
-            continue
-        if type(layer) is nn.ReLU and i > 0:
-            # The input is a fresh intermediate of this sequence, so overwriting it is safe.
-            x = torch.relu_(x)
-        else:
-            x = layer(x)
-        i += 1
+def cpu_channels_last(x: Tensor, enabled: bool) -> Tensor:
+    """``x`` in channels-last memory when ``enabled`` and on CPU, where oneDNN runs the many
+    depthwise and 1x1 convolutions of these backbones faster that way; else ``x``."""
+    if enabled and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
     return x
 
 

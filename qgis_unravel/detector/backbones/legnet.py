@@ -16,10 +16,10 @@ Things that are easy to get wrong, and why the code looks the way it does:
   ``torch.autocast``; :attr:`LEGNet.float32_modules` names the submodules a caller must keep in
   float32 when it casts the model to a lower precision (:meth:`LEGNet.cast_` does that).
 
-Speed: with :attr:`LEGNet.fast` on, BatchNorms that directly follow a convolution are folded into
-it at inference and CPU inputs are switched to channels-last memory (same function, about 1.5-1.7x
-less CPU time on a 1024x1024 tiny forward, float32-rounding-level differences). It is off by
-default so that the default path evaluates exactly like the reference.
+Speed: ``load_detector`` folds the BatchNorms that directly follow a convolution (in Sequentials,
+and the pairs named in ``bn_folds``) into it, once, by :mod:`..folding`, and sets
+:attr:`LEGNet.channels_last` for CPU inference: the same function up to float32 rounding. As
+built, the model evaluates exactly like the reference; training always runs unfolded.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..state_dict import strip_prefix
-from .common import fused_conv_bn, run_sequential
+from .common import cpu_channels_last
 
 __all__ = [
     "LEGNet",
@@ -93,18 +93,6 @@ def _depthwise(channels: int, size: int, taps: Tensor | None = None) -> nn.Conv2
     return conv
 
 
-class _Foldable(nn.Module):
-    """A part that can fold its conv+BN pairs at inference (see :attr:`LEGNet.fast`)."""
-
-    fold_bn = False  # class default: evaluate layer by layer, in the reference's order
-
-    def _seq(self, seq: nn.Sequential, x: Tensor) -> Tensor:
-        return run_sequential(seq, x) if self.fold_bn else seq(x)
-
-    def _conv_bn(self, x: Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> Tensor:
-        return fused_conv_bn(x, conv, norm) if self.fold_bn else norm(conv(x))
-
-
 def _drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     """Stochastic depth per sample; the identity at inference."""
     if rate <= 0.0 or not training:
@@ -114,7 +102,7 @@ def _drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     return x * mask / keep
 
 
-class _ConvExtra(_Foldable):
+class _ConvExtra(nn.Module):
     """1x1 -> 3x3 -> 1x1 bottleneck with a fixed hidden width (64 in every released model)."""
 
     def __init__(self, channels: int, hidden: int = _CONV_EXTRA_HIDDEN) -> None:
@@ -131,7 +119,7 @@ class _ConvExtra(_Foldable):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._seq(self.block, x)
+        return self.block(x)
 
 
 class _ScharrEdge(nn.Module):
@@ -155,8 +143,10 @@ class _ScharrEdge(nn.Module):
         return self.conv_extra(x + edge)
 
 
-class _GaussianBranch(_Foldable):
+class _GaussianBranch(nn.Module):
     """Gaussian prior: relu(bn(blur(x))), optionally refined by a bottleneck on ``x + blur``."""
+
+    bn_folds = ((("gaussian",), "norm"),)
 
     def __init__(self, channels: int, size: int, sigma: float, extra_hidden: int | None) -> None:
         super().__init__()
@@ -165,7 +155,7 @@ class _GaussianBranch(_Foldable):
         self.conv_extra = None if extra_hidden is None else _ConvExtra(channels, extra_hidden)
 
     def forward(self, x: Tensor) -> Tensor:
-        g = F.relu(self._conv_bn(x, self.gaussian, self.norm))
+        g = F.relu(self.norm(self.gaussian(x)))
         if self.conv_extra is None:
             return g
         return self.conv_extra(x + g)
@@ -193,7 +183,7 @@ class _DRFD(nn.Module):
         return self.fusion(torch.cat([strided, pooled], dim=1))
 
 
-class _LFEA(_Foldable):
+class _LFEA(nn.Module):
     """Attention-guided 3x3 conv with an ECA-style channel gate, then a residual BN."""
 
     def __init__(self, channels: int, kernel_size: int) -> None:
@@ -208,7 +198,7 @@ class _LFEA(_Foldable):
         self.norm = _bn(channels)
 
     def forward(self, x: Tensor, att: Tensor) -> Tensor:
-        a = self._seq(self.conv2d, x * att + x)
+        a = self.conv2d(x * att + x)
         # Channels become the length axis of a 1-channel sequence: (B, C, 1, 1) -> (B, 1, C).
         # Kept as strided views (not a contiguous copy): conv1d then takes the same kernel path
         # as the reference, which matters for bit-level agreement.
@@ -217,8 +207,11 @@ class _LFEA(_Foldable):
         return self.norm(x + a * gate)
 
 
-class _LFEBlock(_Foldable):
+class _LFEBlock(nn.Module):
     """One LEGNet block: edge (stage 1) or Gaussian (later stages) prior, LFEA, MLP, residual."""
+
+    # The block's norm directly follows the MLP's last 1x1 conv (drop-path is the identity then).
+    bn_folds = ((("mlp.3",), "norm"),)
 
     def __init__(
         self, dim: int, edge_prior: bool, mlp_hidden: int, kernel_size: int, extra_hidden: int, drop: float
@@ -241,10 +234,7 @@ class _LFEBlock(_Foldable):
     def forward(self, x: Tensor) -> Tensor:
         prior = self.Scharr_edge if hasattr(self, "Scharr_edge") else self.gaussian
         y = self.LFEA(x, prior(x))
-        if not self.fold_bn or self.training:
-            return x + self.norm(_drop_path(self.mlp(y), self.drop, self.training))
-        # Folded: the MLP's last 1x1 conv and the block's norm become one conv.
-        return x + fused_conv_bn(run_sequential(self.mlp[:3], y), self.mlp[3], self.norm)
+        return x + self.norm(_drop_path(self.mlp(y), self.drop, self.training))
 
 
 class _Stage(nn.Module):
@@ -311,7 +301,7 @@ def _batch_norm_as(bn: nn.BatchNorm2d, x: Tensor) -> Tensor:
     )
 
 
-class _Stem(_Foldable):
+class _Stem(nn.Module):
     """Image -> stride 4: LoG edges, a stride-2 depthwise step, a Gaussian branch, then a DRFD."""
 
     def __init__(self, in_chans: int, stem_dim: int, extra_hidden: int, gaussian_extra: bool) -> None:
@@ -328,7 +318,7 @@ class _Stem(_Foldable):
         self.drfd = _DRFD(half)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self._seq(self.Conv_D, self.LoG(x))
+        x = self.Conv_D(self.LoG(x))
         x = self.norm(x + self.gaussian(x))
         return self.drfd(x)
 
@@ -343,6 +333,9 @@ class LEGNet(nn.Module):
     """
 
     requires_square = False
+    #: run CPU inference on channels-last maps (oneDNN runs the many depthwise and 1x1 convs
+    #: much faster that way; other float32 rounding); ``load_detector`` sets it
+    channels_last = False
     #: submodules that must stay float32 when the rest of the model is cast to float16/bfloat16
     float32_modules: tuple[str, ...] = ("Stem.LoG",)
 
@@ -357,7 +350,6 @@ class LEGNet(nn.Module):
         conv_extra_hidden: int = _CONV_EXTRA_HIDDEN,
         stem_gaussian_extra: bool = True,
         drop_path_rate: float = 0.1,
-        fast: bool = False,
     ) -> None:
         super().__init__()
         if stem_dim < 4 or stem_dim % 4:
@@ -400,26 +392,6 @@ class LEGNet(nn.Module):
         self.out_indices = [2 * i for i in range(len(depths))]
         for idx, width in zip(self.out_indices, widths):
             self.add_module(f"norm{idx}", _bn(width))
-        self.fast = fast
-
-    @property
-    def fast(self) -> bool:
-        """Faster inference arithmetic: fold conv+BN pairs, channels-last maps on CPU.
-
-        Off (the default), every layer runs in the reference's order, which on the same torch
-        build reproduces the reference code bit for bit; that is the mode the golden parity is
-        stated for. On, the 1024x1024 tiny forward takes about 1.5-1.7x less CPU time; features
-        move by float32 rounding (still inside the golden feature tolerance), which through
-        the heads' exp() shifts large boxes by up to ~1e-3 px. Training is unaffected.
-        """
-        return self._fast
-
-    @fast.setter
-    def fast(self, value: bool) -> None:
-        self._fast = bool(value)
-        for module in self.modules():
-            if isinstance(module, _Foldable):
-                module.fold_bn = self._fast
 
     @property
     def size_multiple(self) -> int:
@@ -441,11 +413,7 @@ class LEGNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         self._check_input(x)
-        if self._fast and not self.training and x.device.type == "cpu":
-            # oneDNN runs LEGNet's many depthwise and 1x1 convolutions much faster on
-            # channels-last maps; the outputs stay channels-last.
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = self.Stem(x)
+        x = self.Stem(cpu_channels_last(x, self.channels_last and not self.training))
         outs: list[Tensor] = []
         for idx, layer in enumerate(self.stages):
             x = layer(x)

@@ -34,6 +34,7 @@ def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
 
 class BasicBlock(nn.Module):
     expansion = 1
+    bn_folds = ((("conv1",), "bn1"), (("conv2",), "bn2"))  # folded for inference (detector.folding)
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -53,6 +54,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     expansion = 4
+    bn_folds = ((("conv1",), "bn1"), (("conv2",), "bn2"), (("conv3",), "bn3"))
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -81,6 +83,8 @@ def _downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential | N
 
 class ResNet(nn.Module):
     """Stem + four stages; ``forward`` returns the four stage outputs (strides 4 to 32)."""
+
+    bn_folds = ((("conv1",), "bn1"),)
 
     def __init__(
         self, depth: int = 50, base_channels: int = 64, frozen_stages: int = -1, norm_eval: bool = False

@@ -3,11 +3,10 @@
 The module tree mirrors ``guue/Unravelnet`` (``mmrotate/models/backbones/unravelnet.py``)
 attribute for attribute, so ``state_dict()`` keys and their order are those of an mmrotate
 checkpoint's ``backbone.*`` entries. The forward pass computes the same function, always with one
-fused kernel for the mid-range attention. The opt-in ``fast`` mode also folds eval-mode
-BatchNorms into the preceding convs (and, if ``channels_last_when_fast``, runs channels-last
-on CPU): the same function up to float32 rounding, which the golden reduced model
-amplifies, hence off by default. Training
-ignores it, so batch statistics behave as in the original.
+fused kernel for the mid-range attention. Its conv -> BatchNorm pairs (in Sequentials, and those
+named in ``bn_folds``) are folded for inference by :mod:`..folding` when the model is loaded;
+training always runs them unfolded. ``channels_last`` (set for inference) runs CPU maps
+channels-last: the same function up to float32 rounding.
 
 Each block splits its channels in four quarters: point attention (PA), local attention (LA),
 mid-range attention (MRA) and a boundary-guided branch (BGA fed by an edge or Gaussian
@@ -16,26 +15,15 @@ prior), then mixes them with a 1x1 MLP and adds the result to the input.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import (
-    DRFD,
-    ActLayer,
-    BlurPool,
-    bn,
-    can_fold,
-    check_square_input,
-    folded_params,
-    fused_conv_bn,
-    run_sequential,
-)
+from ..folding import conv_params
+from .common import DRFD, ActLayer, BlurPool, bn, check_square_input, cpu_channels_last
 
 # The edge and Gaussian prior branches use fixed inner widths, whatever the stage width.
 PRIOR_HIDDEN = 64
@@ -44,32 +32,6 @@ PRIOR_WIDE = 256
 INPUT_MULTIPLE = 32
 # The MRA blur reflect-pads by 2, so the coarsest map must be at least 3 pixels wide.
 MIN_INPUT_SIZE = 3 * INPUT_MULTIPLE
-
-# Set for the duration of one UnravelNet forward: may conv+BN pairs be folded?
-_FOLDING = contextvars.ContextVar("unravelnet_bn_folding", default=False)
-
-
-@contextlib.contextmanager
-def _folding(enabled: bool) -> Iterator[None]:
-    token = _FOLDING.set(enabled)
-    try:
-        yield
-    finally:
-        _FOLDING.reset(token)
-
-
-def _may_fold(norm: nn.Module) -> bool:
-    return _FOLDING.get() and can_fold(norm)
-
-
-def _seq(seq: nn.Sequential, x: Tensor) -> Tensor:
-    """``seq(x)``, folded and with in-place ReLUs in fast mode, layer by layer otherwise."""
-    return run_sequential(seq, x) if _FOLDING.get() else seq(x)
-
-
-def _conv_bn(x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
-    return fused_conv_bn(x, conv, norm) if _FOLDING.get() else norm(conv(x))
-
 
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch of a sample during training."""
@@ -100,7 +62,7 @@ class PA(nn.Module):
         self.gate_fn = nn.Sigmoid()
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(_seq(self.p_conv, x))
+        return x * torch.sigmoid(self.p_conv(x))
 
 
 class LA(nn.Module):
@@ -111,7 +73,7 @@ class LA(nn.Module):
         self.conv = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, bias=False), bn(dim), act_layer())
 
     def forward(self, x: Tensor) -> Tensor:
-        return _seq(self.conv, x)
+        return self.conv(x)
 
 
 def mra_tap_positions(att_kernel: int) -> Tensor:
@@ -148,6 +110,9 @@ class MRA(nn.Module):
     normalised, squashed by a sigmoid and upsampled (nearest) back to the input size.
     """
 
+    # The norm follows the sum of the four convs (all read the same map): it folds into them.
+    bn_folds = ((("H_att1", "V_att1", "H_att2", "V_att2"), "norm"),)
+
     def __init__(self, channel: int, att_kernel: int) -> None:
         super().__init__()
         pad = att_kernel // 2
@@ -163,23 +128,23 @@ class MRA(nn.Module):
         self.norm = bn(channel)
         self.register_buffer("tap_positions", mra_tap_positions(att_kernel), persistent=False)
 
-    def fused_kernel(self) -> Tensor:
-        """The single (k+2) x (k+2) depthwise kernel equal to the sum of the four convs."""
-        convs = (self.H_att1, self.V_att1, self.H_att2, self.V_att2)
-        taps = torch.cat([conv.weight.reshape(self.channel, -1) for conv in convs], dim=1)
+    def fused_conv(self) -> tuple[Tensor, Tensor | None]:
+        """The single (k+2) x (k+2) depthwise kernel (and bias) equal to the sum of the four convs.
+
+        Built from the weights the convs compute with now (BatchNorm-folded at inference).
+        """
+        params = [conv_params(conv) for conv in (self.H_att1, self.V_att1, self.H_att2, self.V_att2)]
+        taps = torch.cat([weight.reshape(self.channel, -1) for weight, _ in params], dim=1)
         side = self.att_kernel + 2
         kernel = taps.new_zeros(self.channel, side * side).index_add(1, self.tap_positions, taps)
-        return kernel.reshape(self.channel, 1, side, side)
+        biases = [bias for _, bias in params if bias is not None]
+        bias = torch.stack(biases).sum(0) if biases else None
+        return kernel.reshape(self.channel, 1, side, side), bias
 
     def forward(self, x: Tensor) -> Tensor:
         small = self.max_m2(self.max_m1(x))
-        weight = self.fused_kernel()
-        bias = None
-        if _may_fold(self.norm):
-            weight, bias = folded_params(weight, None, self.norm)
-        att = F.conv2d(small, weight, bias, padding=self.att_kernel // 2 + 1, groups=self.channel)
-        if bias is None:
-            att = self.norm(att)
+        weight, bias = self.fused_conv()
+        att = self.norm(F.conv2d(small, weight, bias, padding=self.att_kernel // 2 + 1, groups=self.channel))
         gate = F.interpolate(torch.sigmoid(att), size=x.shape[-2:], mode="nearest")
         return x[:, : self.channel] * gate
 
@@ -203,11 +168,13 @@ class Edge(nn.Module):
         gx = self.conv_x(x)
         gy = self.conv_y(x)
         magnitude = torch.sqrt(gx * gx + gy * gy)
-        return _seq(self.block, x + self.act(self.norm(magnitude)))
+        return self.block(x + self.act(self.norm(magnitude)))
 
 
 class Gaussian(nn.Module):
     """Smoothing prior for stages 1-3: a learnt 3x3 depthwise filter, then a conv stack."""
+
+    bn_folds = ((("conv_o",), "norm"),)
 
     def __init__(self, channel: int, act_layer: ActLayer) -> None:
         super().__init__()
@@ -217,8 +184,8 @@ class Gaussian(nn.Module):
         self.act = act_layer(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        smooth = self.act(_conv_bn(x, self.conv_o, self.norm))
-        return _seq(self.block, x + smooth)
+        smooth = self.act(self.norm(self.conv_o(x)))
+        return self.block(x + smooth)
 
 
 def _prior_stack(channel: int, act_layer: ActLayer) -> nn.Sequential:
@@ -263,7 +230,7 @@ class BGA(nn.Module):
         self.norm = bn(channel)
 
     def forward(self, c: Tensor, att: Tensor) -> Tensor:
-        att = _seq(self.conv2d, c * att + c)
+        att = self.conv2d(c * att + c)
         pooled = att.mean(dim=(-2, -1)).unsqueeze(1)  # (B, 1, C): channels as a 1-D signal
         wei = torch.sigmoid(self.conv1d(pooled)).transpose(1, 2).unsqueeze(-1)  # (B, C, 1, 1)
         return self.norm(c + att * wei)
@@ -271,6 +238,9 @@ class BGA(nn.Module):
 
 class Unravel_Block(nn.Module):  # noqa: N801 - the class name is irrelevant to keys but kept for readers
     """One UnravelNet block: four attention quarters, a 1x1 MLP, BN, residual add."""
+
+    # The block's norm directly follows the MLP's last 1x1 conv (drop-path is the identity then).
+    bn_folds = ((("mlp.3",), "norm"),)
 
     def __init__(
         self,
@@ -311,10 +281,7 @@ class Unravel_Block(nn.Module):  # noqa: N801 - the class name is irrelevant to 
             (x1 + self.PA(x1), self.LA(x2), self.MRA(x3), self.BGA(x4, prior)),
             dim=1,
         )
-        hidden = _seq(self.mlp[:3], mixed)
-        if self.training or not _may_fold(self.norm):
-            return x + self.norm(self.drop_path(self.mlp[3](hidden)))
-        return x + fused_conv_bn(hidden, self.mlp[3], self.norm)
+        return x + self.norm(self.drop_path(self.mlp(mixed)))
 
 
 class BasicStage(nn.Module):
@@ -349,9 +316,10 @@ class Stem(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, stem_dim, kernel_size=4, stride=4, bias=False)
         self.norm = bn(stem_dim) if norm else nn.Identity()
+        self.bn_folds = ((("proj",), "norm"),) if norm else ()
 
     def forward(self, x: Tensor) -> Tensor:
-        return _conv_bn(x, self.proj, self.norm)
+        return self.norm(self.proj(x))
 
 
 class UnravelNet(nn.Module):
@@ -360,16 +328,15 @@ class UnravelNet(nn.Module):
     Widths are ``stem_dim * 2**i``. Stages sit at ``stages[0, 2, 4, 6]`` with DRFD
     downsamplers between them; each stage output passes through ``norm{0,2,4,6}``.
 
-    ``fast = True`` (settable at any time) folds eval-mode BatchNorms into the convs for
-    inference: the same function up to float32 rounding. Off by default, which tracks the
-    mmrotate reference most closely.
+    As built, every layer runs in the reference's order; ``load_detector`` folds the BatchNorms
+    (:func:`..folding.fold_batchnorms`) and sets ``channels_last`` for inference.
     """
 
     requires_square = True
     size_multiple = INPUT_MULTIPLE
     min_input_size = MIN_INPUT_SIZE
-    # Whether fast mode also switches CPU inputs to channels-last memory.
-    channels_last_when_fast = False
+    # Run CPU inference on channels-last maps (faster with oneDNN; other float32 rounding).
+    channels_last = False
 
     def __init__(
         self,
@@ -381,10 +348,8 @@ class UnravelNet(nn.Module):
         act_layer: ActLayer = nn.ReLU,
         stem_norm: bool = True,
         drop_path_rate: float = 0.1,
-        fast: bool = False,
     ) -> None:
         super().__init__()
-        self.fast = fast
         depths = tuple(int(d) for d in depths)
         att_kernel = tuple(int(k) for k in att_kernel)
         if len(att_kernel) != len(depths):
@@ -417,15 +382,12 @@ class UnravelNet(nn.Module):
                 f"UnravelNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got "
                 f"{x.shape[-2]}x{x.shape[-1]}; pad the image or use a larger tile"
             )
-        if self.fast and self.channels_last_when_fast and not self.training and x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _folding(self.fast and not self.training):
-            x = self.Stem(x)
-            outs = []
-            for index, layer in enumerate(self.stages):
-                x = layer(x)
-                if index in self.out_indices:
-                    outs.append(getattr(self, f"norm{index}")(x))
+        x = self.Stem(cpu_channels_last(x, self.channels_last and not self.training))
+        outs = []
+        for index, layer in enumerate(self.stages):
+            x = layer(x)
+            if index in self.out_indices:
+                outs.append(getattr(self, f"norm{index}")(x))
         return tuple(outs)
 
     @property
@@ -438,7 +400,6 @@ class UnravelNet(nn.Module):
             "att_kernel": list(self.att_kernel),
             "mlp_ratio": self.mlp_ratio,
             "out_channels": list(self.out_channels),
-            "fast": bool(self.fast),
         }
 
 
