@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_network import calibrate, make_input, tiny_detector  # noqa: E402
 
+from qgis_unravel.detector.folding import prepare_for_inference  # noqa: E402
 from qgis_unravel.detector.roi_head import rois_from_proposals  # noqa: E402
 
 MMROTATE_S_PER_TILE = 3.5
@@ -111,15 +112,10 @@ def build_variants(args: argparse.Namespace, batch: torch.Tensor) -> Dict[str, C
     base = tiny_detector()
     _set_score_threshold(base, batch, args.candidates)
     made: Dict[str, Any] = {}
-    exact = copy.deepcopy(base)
-    exact.fast = False
-    made["exact"] = exact
-    fold = copy.deepcopy(base)
-    fold.fast = True
-    fold.backbone.channels_last_when_fast = False
+    made["exact"] = copy.deepcopy(base)
+    fold = prepare_for_inference(copy.deepcopy(base), channels_last=False)
     made["fold"] = fold
-    fold_cl = copy.deepcopy(base)
-    fold_cl.fast = True
+    fold_cl = prepare_for_inference(copy.deepcopy(base))
     made["fold+cl (today)"] = fold_cl
     made["fold+cl, no oneDNN"] = _NoOneDNN(copy.deepcopy(fold_cl))
     if not args.no_frozen:

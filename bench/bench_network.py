@@ -119,16 +119,19 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="backbone without BN folding / channels-last (load_detector(fast=False))")
     args = parser.parse_args(argv)
 
+    from qgis_unravel.detector.folding import is_folded, prepare_for_inference
+
     torch.set_num_threads(args.threads)
     detector = tiny_detector()
-    detector.fast = not args.exact  # as load_detector() sets it for inference
+    if not args.exact:
+        prepare_for_inference(detector)  # as load_detector() leaves it
     batch = make_input(args.size)
     try:
         load = os.getloadavg()
     except OSError:  # pragma: no cover - not on every platform
         load = (float("nan"),) * 3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {tuple(batch.shape)}, "
-          f"detector.fast={detector.fast}, "
+          f"BatchNorms folded: {is_folded(detector)}, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
 
     rows: Dict[str, Tuple[float, float]] = {}

@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_network import golden_dir, make_input, timed, tiny_detector  # noqa: E402
 
+from qgis_unravel.detector.folding import prepare_for_inference  # noqa: E402
 from qgis_unravel.detector.refined_det.head import fuse, gate_features  # noqa: E402
 from qgis_unravel.training.model import (  # noqa: E402
     PRESETS,
@@ -42,7 +43,7 @@ DOTA = [f"c{i}" for i in range(15)]
 def refined_det(preset: str, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     detector = build_refined_det(REFINED_DET_PRESETS[preset], DOTA, pretrained_backbone=True)
-    return detector.eval()
+    return prepare_for_inference(detector)  # BatchNorms folded, as load_detector leaves it
 
 
 def calibrate_refined(detector: Any, batch: torch.Tensor, wanted: int) -> None:
@@ -121,8 +122,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         from qgis_unravel.detector.roi_head import rois_from_proposals
 
-        tiny = tiny_detector()
-        tiny.fast = True
+        tiny = prepare_for_inference(tiny_detector())
         with torch.inference_mode():
             feats = tiny.extract_feat(batch)
             rois = rois_from_proposals(tiny.rpn_head.proposals(*tiny.rpn_head(feats)))
@@ -138,8 +138,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     results["refined-det nano"] = wall
     print(f"{'Refined-Det nano (demo size)':<34}{wall:9.3f}{cpu:9.3f}{n:6d}")
     torch.manual_seed(0)
-    orcnn_nano = build_model(PRESETS["nano"], DOTA[:5]).eval()
-    orcnn_nano.fast = True
+    orcnn_nano = prepare_for_inference(build_model(PRESETS["nano"], DOTA[:5]))
     orcnn_nano.roi_head.test_cfg.score_thr = 0.3
     wall, cpu, n = full(orcnn_nano, batch, args.repeats)
     results["unravelnet nano"] = wall

@@ -96,14 +96,16 @@ LEAN_PROPOSALS: Optional[int] = None  # the dry run caps the RPN's proposals: pl
 
 
 def random_detector(keys_file: Path, device: str, seed: int = 0) -> Any:
-    """A full-size detector built from a golden key list, random weights, eval mode, fast."""
+    """A full-size detector built from a golden key list, random weights, prepared for inference
+    as ``load_detector`` leaves it (eval mode, BatchNorms folded)."""
     from bench_network import detector_from_keys
 
+    from qgis_unravel.detector.folding import prepare_for_inference
+
     detector = detector_from_keys(keys_file, seed)
-    detector.fast = True
     if LEAN_PROPOSALS:
         detector.rpn_nms_pre = detector.rpn_max_proposals = LEAN_PROPOSALS
-    return detector.to(device).eval()
+    return prepare_for_inference(detector.to(device))
 
 
 NETWORKS = {
