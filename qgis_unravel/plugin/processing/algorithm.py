@@ -59,6 +59,14 @@ class StyleByClass(QgsProcessingLayerPostProcessorInterface):
             styling.apply_labels(layer, self.labels)
 
 
+def card_value_widget(param, field: str):
+    """``param`` with the form widget that shows the chosen model's ``RunSpec.<field>`` while
+    empty (``card_widgets.CardValueWrapper``, named by path: loaded only by a Processing form)."""
+    param.setMetadata({"widget_wrapper": {"class": f"{__package__}.card_widgets.CardValueWrapper",
+                                          "field": field}})
+    return param
+
+
 def card_settings_text() -> str:
     """One line per model card: the settings an empty knob takes for that model."""
     try:
@@ -119,16 +127,17 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             self.MODEL_FILE, "Checkpoint file (instead of the model)", extension="pth", optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES,
                                                      defaultValue=0))
-        # Empty run knobs take the model card's values (resolved by the worker, once).
-        self.addParameter(number(self.TILE, "Tile size (pixels; empty: the model's)", integer,
-                                 None, True, 64, 8192))
-        self.addParameter(number(self.OVERLAP, "Tile overlap (pixels; empty: the model's)", integer,
-                                 None, True, 0, 4096))
-        self.addParameter(number(self.BATCH, "Batch size (tiles; empty: automatic)", integer,
-                                 None, True, 1, 256))
-        self.addParameter(number(self.SCORE, "Score threshold (empty: the model's)", double,
-                                 None, True, 0.0, 1.0))
-        self.addParameter(number(self.IOU, "NMS IoU (empty: the model's)", double, None, True, 0.0, 1.0))
+        # Empty run knobs take the model card's values (resolved by the worker, once); the form
+        # shows those values while a knob is empty.
+        knobs = (
+            (self.TILE, "Tile size (pixels; empty: the model's)", integer, 64, 8192, "tile_size"),
+            (self.OVERLAP, "Tile overlap (pixels; empty: the model's)", integer, 0, 4096, "overlap"),
+            (self.BATCH, "Batch size (tiles; empty: automatic)", integer, 1, 256, "batch_size"),
+            (self.SCORE, "Score threshold (empty: the model's)", double, 0.0, 1.0, "score_threshold"),
+            (self.IOU, "NMS IoU (empty: the model's)", double, 0.0, 1.0, "nms_iou"),
+        )
+        for name, label, kind, low, high, field in knobs:
+            self.addParameter(card_value_widget(number(name, label, kind, None, True, low, high), field))
         self.addParameter(QgsProcessingParameterString(
             self.CLASSES, "Classes to keep (comma-separated, empty keeps all)", optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True))
