@@ -109,6 +109,24 @@ def test_choosing_a_model_shows_its_card_settings_and_sends_none_of_them(dialog)
     assert dialog.tile_spin.value() == 512 and dialog.choices().tile is None
 
 
+def test_an_untouched_dialog_runs_the_demo_cards_settings(dialog):
+    """Nothing changed: the preselected demo model, and its card's tiling and thresholds once the
+    worker resolves the spec (bench/heldout_map_dialog.py measures the accuracy of that run)."""
+    from qgis_unravel.app.demo import DEMO_MODEL
+    from qgis_unravel.engine.spec import ModelDefaults
+    from qgis_unravel.zoo import get_card
+
+    _choices, job = dialog.build_job()
+    sent = RunSpec.from_json(job.request.to_json())  # what the worker receives
+    assert sent.model == DEMO_MODEL
+    card = get_card(DEMO_MODEL)
+    ran = sent.resolve(ModelDefaults.from_card(card))
+    assert (ran.tile_size, ran.overlap) == (card.tiling.tile_size, card.tiling.overlap) == (512, 128)
+    assert ran.score_threshold == pytest.approx(card.thresholds.score)
+    assert ran.nms_iou == pytest.approx(card.thresholds.nms_iou)
+    assert ran.max_detections == card.thresholds.max_detections
+
+
 def test_choices_are_remembered(qgis_iface, dialog, tmp_path):
     checkpoint = tmp_path / "remember_me.pth"
     checkpoint.write_bytes(b"not read by the dialog")
