@@ -6,24 +6,34 @@ never in the project's own:
     REFENV_PYTHON reference/gen_refined_det.py --source /path/to/Refined-Det --out tests/golden/refined_det
 
 ``--source`` is a checkout or a bare git directory of the public repository shenhaibb/Refined-Det.
-Only its two model files are used: ``mmrotate/models/detectors/refined_det.py`` and
-``mmrotate/models/dense_heads/fr_head.py``. They are copied into a temporary folder with their
-relative imports made absolute, imported (which registers ``RefinedDet`` and ``FRHead`` over
-upstream mmrotate 0.3.4), and deleted again; nothing of them is written to the output.
+Five of its files are used (``FILES``): the detector ``refined_det.py``, the head ``fr_head.py``,
+the fork's own copies of the two heads it inherits from (``rotated_anchor_head.py``,
+``rotated_retina_head.py``: their target assignment hands per-level anchors to the assigner) and
+the assigner ``cla.py``. They are copied into a temporary folder with their relative imports made
+absolute and a few device-neutral edits (``EDITS``: the reference cannot otherwise be built or
+trained on a CPU), imported (which registers them over upstream mmrotate 0.3.4), and deleted
+again; nothing of them is written to the output.
 
-``--ops``: ``mmcv`` (default) runs mmcv-full's compiled CPU kernels. ``independent`` is for a stack
-whose mmcv has no compiled ops (mmcv 1.7.2 without ``_ext``): a stub ``mmcv._ext`` lets mmcv.ops
-import, mmcv's DeformConv2d is routed to torchvision's deform_conv2d (the same DCNv1 rule: bilinear,
-each corner zero outside, nothing outside (-1, H) x (-1, W)) and mmcv's ``nms_rotated`` to an exact
-polygon-clipping NMS written here in float64 (suppress at IoU >= thr, as mmcv's CPU kernel). Every
-other step stays upstream code. ``info.json`` records which was used.
+``--ops``: ``mmcv`` (default) runs mmcv-full's compiled CPU kernels (DeformConv2d forward and
+backward, nms_rotated, box_iou_rotated). ``independent`` is for a stack whose mmcv has no
+compiled ops (mmcv 1.7.2 without ``_ext``): a stub ``mmcv._ext`` lets mmcv.ops import, mmcv's
+DeformConv2d is routed to torchvision's deform_conv2d (the same DCNv1 rule: bilinear, each corner
+zero outside, nothing outside (-1, H) x (-1, W)), and ``nms_rotated`` / ``box_iou_rotated`` to
+exact float64 polygon clipping written here (suppress at IoU >= thr, as mmcv's CPU kernel). Either
+way mmcv's ``points_in_polygons`` (CUDA only in 1.7.2) is replaced by an equal inclusive test.
+Every other step stays upstream code. ``info.json`` records which ops were used.
 
-What is written (see tests/golden/refined_det/README.md):
-- ``reduced_model.pth``: an mmcv checkpoint of a reduced Refined-Det (ResNet-18 at base width 8,
-  32-channel FPN and head, 15 classes) with random weights and calibrated BatchNorms;
+What is written (see tests/golden/refined_det/README.md); the run is deterministic (byte-identical
+files on one machine):
+- ``reduced_model.pth.xz``: an mmcv-layout checkpoint of a reduced Refined-Det (ResNet-18 at base
+  width 8, 32-channel FPN and head, 15 classes) with random weights on a bfloat16 grid and
+  calibrated BatchNorms, xz-compressed;
 - ``reduced_model_io.npz``: its input and every stage's tensors, on a 160x224 image;
-- ``resnet50_io.npz`` + ``resnet50_backbone.pth``: a ResNet-50 (bottleneck) backbone at base width 4;
+- ``train_step.npz`` + ``train_step_info.json``: one ``forward_train`` step of that model
+  (``refined_det_step.py``);
+- ``resnet50_io.npz`` + ``resnet50_backbone.pth.xz``: a ResNet-50 (bottleneck) backbone at base width 4;
 - ``op_deform_conv.npz``: mmcv's DeformConv2d on random data;
+- ``cla_assign.npz``: the fork's CLA on anchors and jittered boxes;
 - ``state_dict_keys_r50.txt``/``_r101.txt``: the full-size models' keys, shapes and parameter counts;
 - ``info.json``: versions, settings, margins of the discrete decisions.
 """
@@ -634,8 +644,6 @@ def main(argv=None) -> int:
     register(args.source)
     if args.ops == "independent":
         use_independent_ops()
-    from mmcv.runner import save_checkpoint
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     info = {"versions": {}, "image_hw": IMAGE_HW, "width": WIDTH, "nms_pre": NMS_PRE, "ops": args.ops}
@@ -675,9 +683,9 @@ def main(argv=None) -> int:
     stages = run_stages(model, img, thr)
     info["n_dets"] = int(stages["det_bboxes"].shape[0])
     info["parameters_reduced"] = parameter_counts(model)
-    save_checkpoint(
-        model, str(out / "reduced_model.pth"), meta={"CLASSES": DOTA_CLASSES, "note": "random weights"}
-    )
+    # mmcv's checkpoint layout; written directly because save_checkpoint stamps the time into meta
+    meta = {"CLASSES": DOTA_CLASSES, "note": "random weights", "mmcv_version": mmcv.__version__}
+    torch.save({"meta": meta, "state_dict": model.state_dict()}, out / "reduced_model.pth")
     xz(out / "reduced_model.pth")
     np.savez_compressed(out / "reduced_model_io.npz", image_rgb_uint8=image, input=img[0].numpy(), **stages)
 

@@ -11,7 +11,8 @@ Nothing in this step is random: single-stage heads with focal loss do not sample
 no dropout or drop-path, and the data pipeline (flips, resizing) is not part of it.
 
 Recorded: the CLA assignment of each (pass, image) (the assigner's ``gt_inds`` over the
-level-concatenated priors), the pass-2 priors (the detached coarse boxes), every loss term per
+level-concatenated priors) and the rotated IoU matrix it used (mmcv's ``box_iou_rotated``,
+objects x priors), the pass-2 priors (the detached coarse boxes), every loss term per
 level and summed, the total, and the gradients of a few parameters after ``backward()`` of the
 summed losses.
 """
@@ -83,9 +84,15 @@ class Recorder:
 
     def __init__(self, model) -> None:
         self.assigned: List[torch.Tensor] = []
+        self.overlaps: List[torch.Tensor] = []
         self.rois: List[List[torch.Tensor]] = []
         head = model.bbox_head
-        assign, refine = head.assigner.assign, head.refine_bboxes
+        assign, refine, iou = head.assigner.assign, head.refine_bboxes, head.assigner.iou_calculator
+
+        def recording_iou(*args, **kwargs):
+            overlaps = iou(*args, **kwargs)
+            self.overlaps.append(overlaps.clone())
+            return overlaps
 
         def recording_assign(*args, **kwargs):
             result = assign(*args, **kwargs)
@@ -98,6 +105,7 @@ class Recorder:
             return rois
 
         head.assigner.assign = recording_assign
+        head.assigner.iou_calculator = recording_iou
         head.refine_bboxes = recording_refine
 
 
@@ -108,11 +116,9 @@ def generate(model, hw: Tuple[int, int], normalize) -> Tuple[Dict[str, np.ndarra
     gt_boxes = [torch.from_numpy(s[1]) for s in scenes]
     gt_labels = [torch.from_numpy(s[2]) for s in scenes]
     h, w = hw
-    metas = [
-        dict(img_shape=(h, w, 3), ori_shape=(h, w, 3), pad_shape=(h, w, 3), scale_factor=np.ones(4, np.float32),
-             flip=False)
-        for _ in scenes
-    ]
+    shape, scale = (h, w, 3), np.ones(4, np.float32)
+    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, scale_factor=scale, flip=False)
+    metas = [dict(meta) for _ in scenes]
     model.train()
     recorder = Recorder(model)
     model.zero_grad()
@@ -124,10 +130,12 @@ def generate(model, hw: Tuple[int, int], normalize) -> Tuple[Dict[str, np.ndarra
     arrays: Dict[str, Any] = {"images_rgb_uint8": np.stack([s[0] for s in scenes])}
     for i, s in enumerate(scenes):
         arrays[f"gt_boxes{i}"], arrays[f"gt_labels{i}"] = s[1], s[2]
-    assert len(recorder.assigned) == 2 * len(scenes), "one CLA call per (pass, image)"
-    for n, assigned in enumerate(recorder.assigned):
+    calls = 2 * len(scenes)
+    assert len(recorder.assigned) == len(recorder.overlaps) == calls, "one CLA call per (pass, image)"
+    for n, (assigned, overlaps) in enumerate(zip(recorder.assigned, recorder.overlaps)):
         stage, i = ("base", "refine")[n // len(scenes)], n % len(scenes)
         arrays[f"{stage}_assigned{i}"] = assigned
+        arrays[f"{stage}_overlaps{i}"] = overlaps
     for i, levels in enumerate(recorder.rois):
         arrays[f"refine_priors{i}"] = torch.cat(levels).detach()
     for key, value in losses.items():
