@@ -412,22 +412,10 @@ def calibrate_bn(backbone, image: torch.Tensor) -> None:
 
 
 def scene(seed: int, hw=IMAGE_HW) -> np.ndarray:
-    """RGB uint8: colour ramps, 12 filled rotated rectangles, noise."""
-    rng = np.random.RandomState(seed)
-    h, w = hw
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    image = np.stack(
-        [rng.uniform(60, 180) + rng.uniform(-0.3, 0.3) * xx + rng.uniform(-0.3, 0.3) * yy for _ in range(3)],
-        axis=-1,
-    )
-    for _ in range(12):
-        bw, bh = rng.uniform(12, 60), rng.uniform(6, 24)
-        cx, cy, a = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(-math.pi / 2, math.pi / 2)
-        u = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)
-        v = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
-        image[(np.abs(u) <= bw / 2) & (np.abs(v) <= bh / 2)] = rng.uniform(0, 255, size=3)
-    image += rng.normal(0, 12, size=image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    """The inference scene (``refined_det_scenes.scene``) at the golden size by default."""
+    import refined_det_scenes
+
+    return refined_det_scenes.scene(seed, hw)
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:

@@ -19,14 +19,13 @@ summed losses.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
+from refined_det_scenes import scene_with_objects
 
 SCENE_SEEDS = (2, 3)
-OBJECTS = 10
 #: From the stem (frozen: no gradient, not listed) to the alignment convs.
 GRAD_PARAMS = (
     "backbone.layer2.0.conv1.weight",
@@ -50,33 +49,6 @@ GRAD_PARAMS = (
 
 def train_cfg(cla_cfg: Dict[str, Any]) -> Dict[str, Any]:
     return dict(assigner=dict(cla_cfg), allowed_border=-1, pos_weight=-1, debug=False)
-
-
-def scene_with_objects(seed: int, hw: Tuple[int, int], num_classes: int = 15):
-    """RGB uint8 scene (colour ramps, filled rotated rectangles, noise) and its le90 boxes/labels.
-
-    Objects lie fully inside the image (centres at least half a long side from the border)."""
-    rng = np.random.RandomState(seed)
-    h, w = hw
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    image = np.stack(
-        [rng.uniform(60, 180) + rng.uniform(-0.3, 0.3) * xx + rng.uniform(-0.3, 0.3) * yy for _ in range(3)],
-        axis=-1,
-    )
-    boxes, labels = [], []
-    for _ in range(OBJECTS):
-        long_side, short_side = rng.uniform(16, 64), rng.uniform(8, 24)
-        short_side = min(short_side, long_side)
-        cx, cy = rng.uniform(long_side / 2, w - long_side / 2), rng.uniform(long_side / 2, h - long_side / 2)
-        a = rng.uniform(-math.pi / 2, math.pi / 2)
-        u = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)
-        v = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
-        image[(np.abs(u) <= long_side / 2) & (np.abs(v) <= short_side / 2)] = rng.uniform(0, 255, size=3)
-        boxes.append([cx, cy, long_side, short_side, a])
-        labels.append(rng.randint(0, num_classes))
-    image += rng.normal(0, 12, size=image.shape)
-    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    return image, np.array(boxes, dtype=np.float32), np.array(labels, dtype=np.int64)
 
 
 class Recorder:
