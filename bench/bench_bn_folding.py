@@ -1,13 +1,14 @@
 """BatchNorm folding before/after, side by side in one run: UnravelNet-T and LEGNet-T (by hand).
 
-    .venv/bin/python bench/bench_bn_folding.py                     # 1024 px, 2 threads, 4 rounds
-    .venv/bin/python bench/bench_bn_folding.py --before 1363cc3 --rounds 6
+    .venv/bin/python bench/bench_bn_folding.py                     # 1024 px, 2 threads, 3 rounds
+    .venv/bin/python bench/bench_bn_folding.py --before 1363cc3 --rounds 5 --unfolded
 
 Per 1024 x 1024 tile, the backbone forward and the full detector forward (random weights built
 from the golden Tiny key lists; the RoI score threshold set so that about 64 candidates reach the
 final NMS, as with a trained model), for three variants of each network:
 
-* ``unfolded``: this tree, ``load_detector(fast=False)``: every BatchNorm applied on its own;
+* ``unfolded`` (with ``--unfolded``): this tree, ``load_detector(fast=False)``: every BatchNorm
+  applied on its own;
 * ``per-forward``: the ``--before`` commit's code with ``detector.fast = True`` (the BatchNorms
   were folded again inside every forward, by one mechanism per backbone);
 * ``folded once``: this tree, ``prepare_for_inference`` (what ``load_detector`` does now).
@@ -63,7 +64,6 @@ def _detector(keys_file: str, variant: str):
 
 
 def _timed(fn, repeats: int) -> Dict[str, float]:
-    fn()  # warm-up
     walls, cpus = [], []
     for _ in range(repeats):
         w0, c0 = time.perf_counter(), time.process_time()
@@ -87,7 +87,7 @@ def measure(keys_file: str, variant: str, size: int, threads: int, repeats: int)
     detector = _detector(keys_file, variant)
     batch = make_input(size)
     with torch.inference_mode():
-        feats = detector.extract_feat(batch)
+        feats = detector.extract_feat(batch)  # also the warm-up of both timings
         rois = rois_from_proposals(detector.rpn_head.proposals(*detector.rpn_head(feats)))
         detector.roi_head.test_cfg.score_thr = calibrate(detector, feats, rois, 64)
         return {
@@ -121,13 +121,13 @@ def run_child(tree: Path, network: str, variant: str, args: argparse.Namespace) 
     return result
 
 
-def report(results: Dict[str, Dict[str, List[Dict[str, Dict[str, float]]]]]) -> None:
+def report(results: Dict[str, Dict[str, List[Dict[str, Dict[str, float]]]]], variants: List[str]) -> None:
     print(f"\n{'network':<14}{'variant':<14}{'part':<14}{'wall s (min-max)':>18}{'cpu s (min-max)':>18}"
           f"{'cpu vs per-forward':>20}")
     for network, by_variant in results.items():
         for part in ("backbone", "full forward"):
             base = [r[part]["cpu"] for r in by_variant["per-forward"]]
-            for variant in VARIANTS:
+            for variant in variants:
                 walls = [r[part]["wall"] for r in by_variant[variant]]
                 cpus = [r[part]["cpu"] for r in by_variant[variant]]
                 ratios = [c / b for c, b in zip(cpus, base)]  # same round: same machine load
@@ -140,8 +140,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", default="1363cc3", help="commit with the per-forward folding (default: "
                         "the last one before folding moved to load time)")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="timed forwards per process (median)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1, help="timed forwards per process (median)")
+    parser.add_argument("--unfolded", action="store_true", help="also time the unfolded network")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=1024)
     args = parser.parse_args(argv)
@@ -150,14 +151,15 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"per-forward": extract_tree(args.before, Path(tmp)), "unfolded": ROOT, "folded once": ROOT}
-        results = {n: {v: [] for v in VARIANTS} for n in NETWORKS}
+        variants = [v for v in VARIANTS if args.unfolded or v != "unfolded"]
+        results = {n: {v: [] for v in variants} for n in NETWORKS}
         for round_index in range(args.rounds):
             for network in NETWORKS:
-                for variant in VARIANTS:
+                for variant in variants:
                     results[network][variant].append(run_child(trees[variant], network, variant, args))
             print(f"round {round_index + 1}/{args.rounds} done; load average {os.getloadavg()[0]:.2f}",
                   flush=True)
-    report(results)
+    report(results, variants)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def test_manifest_covers_every_part():
                 "op_bbox_coders.npz", "op_transforms.npz", "state_dict_keys_tiny.txt",
                 "reduced_model.pth.xz", "reduced_model_io.npz", "legnet/legnet_reduced_model.pth.xz",
                 "legnet/legnet_reduced_model_io.npz", "training/train_step.npz",
-                "refined_det/reduced_model.pth", "refined_det/reduced_model_io.npz"):
+                "refined_det/reduced_model.pth.xz", "refined_det/reduced_model_io.npz",
+                "refined_det/train_step.npz"):
         assert rel in listed, rel
 
 
@@ -47,7 +48,7 @@ def test_changed_or_extra_files_are_reported(tmp_path: Path):
 
 
 def test_expanded_folder_holds_loadable_checkpoints(golden_dir: Path):
-    for rel in ("reduced_model.pth", "legnet/legnet_reduced_model.pth"):
+    for rel in ("reduced_model.pth", "legnet/legnet_reduced_model.pth", "refined_det/reduced_model.pth"):
         ckpt = torch.load(golden_dir / rel, map_location="cpu", weights_only=True)
         assert set(ckpt) == {"meta", "state_dict"} and len(ckpt["meta"]["CLASSES"]) == 15
 
