@@ -1,7 +1,7 @@
 """BatchNorm folding before/after, side by side in one run: UnravelNet-T and LEGNet-T (by hand).
 
     .venv/bin/python bench/bench_bn_folding.py                     # 1024 px, 2 threads, 3 rounds
-    .venv/bin/python bench/bench_bn_folding.py --before 1363cc3 --rounds 5 --unfolded
+    .venv/bin/python bench/bench_bn_folding.py --before e7a1e8d --rounds 5 --unfolded
 
 Per 1024 x 1024 tile, the backbone forward and the full detector forward (random weights built
 from the golden Tiny key lists; the RoI score threshold set so that about 64 candidates reach the
@@ -138,7 +138,7 @@ def report(results: Dict[str, Dict[str, List[Dict[str, Dict[str, float]]]]], var
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default="1363cc3", help="commit with the per-forward folding (default: "
+    parser.add_argument("--before", default="e7a1e8d", help="commit with the per-forward folding (default: "
                         "the last one before folding moved to load time)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards per process (median)")
