@@ -60,6 +60,7 @@ def test_folding_keeps_the_function_and_every_checkpoint_tensor(x):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert fold_batchnorms(model) == 3
     assert is_folded(model) and isinstance(model.seq[0], FoldedConv2d)
+    assert model.seq[2].inplace  # the ReLU after the pair writes the conv's fresh map in place
     assert isinstance(model.norm, FoldedBatchNorm2d) and isinstance(model.sum_norm, FoldedBatchNorm2d)
     torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
     after = model.state_dict()

@@ -19,6 +19,9 @@ LEGNet backbones. :func:`fold_batchnorms` finds those pairs and prepares them:
   only if one of their sources changed since (an optimizer step, ``load_state_dict``, a dtype or
   device move), which the sources' version counters and storage tell.
 * **Idempotent.** Folding a folded model finds nothing new to fold.
+* **ReLUs in place.** A ReLU right after a Conv2d -> BatchNorm2d pair of a Sequential is switched
+  to in place: its input is always a fresh map (the conv's, or the norm's in training, as in
+  torchvision's ResNet), and writing it once instead of twice is a good part of the saving.
 
 The folded conv and norm keep their classes' behaviour through subclasses swapped in place
 (as ``torch.nn.utils.parametrize`` does), so references to the modules and their hooks survive.
@@ -183,13 +186,25 @@ def _fold_pair(convs: Tuple[nn.Conv2d, ...], norm: nn.BatchNorm2d) -> bool:
     return True
 
 
+def _relus_after_pairs(module: nn.Module) -> Iterator[nn.ReLU]:
+    """ReLUs that directly follow a Conv2d -> BatchNorm2d pair in a Sequential."""
+    if isinstance(module, nn.Sequential):
+        layers = list(module)
+        for conv, norm, act in zip(layers, layers[1:], layers[2:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and type(act) is nn.ReLU:
+                yield act
+
+
 def fold_batchnorms(model: nn.Module) -> int:
     """Fold every Conv2d -> BatchNorm2d pair of ``model`` for inference; the number newly folded.
 
     Safe on any model, in any mode: folded weights are used only in eval mode, and the
     checkpoint's tensors stay untouched (see the module doc).
     """
-    pairs = [pair for module in model.modules() for pair in _declared_pairs(module)]
+    modules = list(model.modules())
+    for relu in (act for module in modules for act in _relus_after_pairs(module)):
+        relu.inplace = True
+    pairs = [pair for module in modules for pair in _declared_pairs(module)]
     return sum(_fold_pair(convs, norm) for convs, norm in pairs)
 
 
