@@ -51,7 +51,7 @@ def _set_score_threshold(detector: Any, batch: torch.Tensor, candidates: int) ->
     with torch.inference_mode():
         feats = detector.extract_feat(batch)
         rois = rois_from_proposals(detector.rpn_head.proposals(*detector.rpn_head(feats)))
-        detector.score_threshold = calibrate(detector, feats, rois, candidates)
+        detector.roi_head.test_cfg.score_thr = calibrate(detector, feats, rois, candidates)
 
 
 class _NoOneDNN(torch.nn.Module):

@@ -85,13 +85,22 @@ def make_input(size: int, seed: int = 0) -> torch.Tensor:
     return ((img.clamp(0, 255) - mean) / std)[None].contiguous()
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> Tuple[float, float, Any]:
-    """Median (wall, cpu) seconds of ``repeats`` calls after one warm-up, and the last result."""
+def _sync(device: Optional[torch.device]) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], repeats: int,
+          device: Optional[torch.device] = None) -> Tuple[float, float, Any]:
+    """Median (wall, cpu) seconds of ``repeats`` calls after one warm-up, and the last result
+    (on a GPU each call is followed by a synchronisation, so wall time includes the kernels)."""
     out = fn()
+    _sync(device)
     walls, cpus = [], []
     for _ in range(repeats):
         w0, c0 = time.perf_counter(), time.process_time()
         out = fn()
+        _sync(device)
         cpus.append(time.process_time() - c0)
         walls.append(time.perf_counter() - w0)
     return statistics.median(walls), statistics.median(cpus), out
@@ -117,12 +126,19 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="(RoI, class) candidates above the score threshold (reference: 64)")
     parser.add_argument("--exact", action="store_true",
                         help="backbone without BN folding / channels-last (load_detector(fast=False))")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--batch", type=int, default=1, help="tiles per forward (the same tile repeated)")
+    parser.add_argument("--keys", default="state_dict_keys_tiny.txt",
+                        help="golden key list of the network (under tests/golden)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top operators of one full forward")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    detector = tiny_detector()
+    device = torch.device(args.device)
+    detector = detector_from_keys(golden_dir() / args.keys).to(device)
     detector.fast = not args.exact  # as load_detector() sets it for inference
-    batch = make_input(args.size)
+    batch = make_input(args.size).to(device).expand(args.batch, -1, -1, -1).contiguous()
     try:
         load = os.getloadavg()
     except OSError:  # pragma: no cover - not on every platform
@@ -133,22 +149,23 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     rows: Dict[str, Tuple[float, float]] = {}
     with torch.inference_mode():
-        wall, cpu, outs = timed(lambda: detector.backbone(batch), args.repeats)
+        wall, cpu, outs = timed(lambda: detector.backbone(batch), args.repeats, device)
         rows["backbone"] = (wall, cpu)
-        wall, cpu, feats = timed(lambda: list(detector.neck(list(outs))), args.repeats)
+        wall, cpu, feats = timed(lambda: list(detector.neck(list(outs))), args.repeats, device)
         rows["fpn"] = (wall, cpu)
         rows["backbone+fpn"] = (rows["backbone"][0] + wall, rows["backbone"][1] + cpu)
         rpn = detector.rpn_head
-        wall, cpu, proposals = timed(lambda: rpn.proposals(*rpn(feats)), args.repeats)
+        wall, cpu, proposals = timed(lambda: rpn.proposals(*rpn(feats)), args.repeats, device)
         rows["rpn+proposals"] = (wall, cpu)
         rois = rois_from_proposals(proposals)
         detector.roi_head.test_cfg.score_thr = calibrate(detector, feats, rois, args.candidates)
-        wall, cpu, head = timed(lambda: detector.roi_head(feats, rois), args.repeats)
+        wall, cpu, head = timed(lambda: detector.roi_head(feats, rois), args.repeats, device)
         rows["roi head (align+fcs)"] = (wall, cpu)
-        sizes = [tuple(batch.shape[-2:])]
-        wall, cpu, dets = timed(lambda: detector.roi_head.postprocess(rois, *head, sizes), args.repeats)
+        sizes = [tuple(batch.shape[-2:])] * batch.shape[0]
+        wall, cpu, dets = timed(lambda: detector.roi_head.postprocess(rois, *head, sizes), args.repeats,
+                                device)
         rows["roi postprocess"] = (wall, cpu)
-        wall, cpu, results = timed(lambda: detector(batch), args.repeats)
+        wall, cpu, results = timed(lambda: detector(batch), args.repeats, device)
         rows["full forward"] = (wall, cpu)
 
     print(f"{rois.shape[0]} proposals; score threshold {detector.roi_head.test_cfg.score_thr:.6f}; "
@@ -159,6 +176,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         ref_s = f"{ref:12.2f}" if ref is not None else f"{'-':>12}"
         ratio = f"{wall / ref:10.2f}" if ref else f"{'-':>10}"
         print(f"{name:<22}{wall:9.3f}{cpu:9.3f}{ref_s}{ratio}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch.inference_mode(), profile(activities=activities) as prof:
+            detector(batch)
+            _sync(device)
+        averages = prof.key_averages()
+        if device.type == "cuda":
+            for key in ("self_device_time_total", "self_cuda_time_total"):
+                try:
+                    print(averages.table(sort_by=key, row_limit=25))
+                    break
+                except (AttributeError, KeyError, ValueError):
+                    continue
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=25))
     print("(cpu s is process CPU time over all threads; the reference is wall time with 2 threads; "
           "fpn reference = backbone+FPN 2.00 s - backbone 1.73 s)")
 

@@ -47,7 +47,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-PARITY_TESTS = ["tests/test_detector_parity.py"]  # whole detectors: backbones, FPN, RPN, RoI ops, NMS
+PARITY_TESTS = ["tests/test_detector_parity.py", "tests/test_ops_nms.py"]  # whole detectors; NMS paths
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -134,7 +134,7 @@ def few_candidates(detector: Any, batch: torch.Tensor, wanted: int = 64) -> None
     with torch.inference_mode():
         feats = detector.extract_feat(batch)
         rois = rois_from_proposals(detector.rpn_head.proposals(*detector.rpn_head(feats)))
-        detector.score_threshold = calibrate(detector, feats, rois, wanted)
+        detector.roi_head.test_cfg.score_thr = calibrate(detector, feats, rois, wanted)
 
 
 # ---- steps ---------------------------------------------------------------------------------

@@ -6,24 +6,34 @@ never in the project's own:
     REFENV_PYTHON reference/gen_refined_det.py --source /path/to/Refined-Det --out tests/golden/refined_det
 
 ``--source`` is a checkout or a bare git directory of the public repository shenhaibb/Refined-Det.
-Only its two model files are used: ``mmrotate/models/detectors/refined_det.py`` and
-``mmrotate/models/dense_heads/fr_head.py``. They are copied into a temporary folder with their
-relative imports made absolute, imported (which registers ``RefinedDet`` and ``FRHead`` over
-upstream mmrotate 0.3.4), and deleted again; nothing of them is written to the output.
+Five of its files are used (``FILES``): the detector ``refined_det.py``, the head ``fr_head.py``,
+the fork's own copies of the two heads it inherits from (``rotated_anchor_head.py``,
+``rotated_retina_head.py``: their target assignment hands per-level anchors to the assigner) and
+the assigner ``cla.py``. They are copied into a temporary folder with their relative imports made
+absolute and a few device-neutral edits (``EDITS``: the reference cannot otherwise be built or
+trained on a CPU), imported (which registers them over upstream mmrotate 0.3.4), and deleted
+again; nothing of them is written to the output.
 
-``--ops``: ``mmcv`` (default) runs mmcv-full's compiled CPU kernels. ``independent`` is for a stack
-whose mmcv has no compiled ops (mmcv 1.7.2 without ``_ext``): a stub ``mmcv._ext`` lets mmcv.ops
-import, mmcv's DeformConv2d is routed to torchvision's deform_conv2d (the same DCNv1 rule: bilinear,
-each corner zero outside, nothing outside (-1, H) x (-1, W)) and mmcv's ``nms_rotated`` to an exact
-polygon-clipping NMS written here in float64 (suppress at IoU >= thr, as mmcv's CPU kernel). Every
-other step stays upstream code. ``info.json`` records which was used.
+``--ops``: ``mmcv`` (default) runs mmcv-full's compiled CPU kernels (DeformConv2d forward and
+backward, nms_rotated, box_iou_rotated). ``independent`` is for a stack whose mmcv has no
+compiled ops (mmcv 1.7.2 without ``_ext``): a stub ``mmcv._ext`` lets mmcv.ops import, mmcv's
+DeformConv2d is routed to torchvision's deform_conv2d (the same DCNv1 rule: bilinear, each corner
+zero outside, nothing outside (-1, H) x (-1, W)), and ``nms_rotated`` / ``box_iou_rotated`` to
+exact float64 polygon clipping written here (suppress at IoU >= thr, as mmcv's CPU kernel). Either
+way mmcv's ``points_in_polygons`` (CUDA only in 1.7.2) is replaced by an equal inclusive test.
+Every other step stays upstream code. ``info.json`` records which ops were used.
 
-What is written (see tests/golden/refined_det/README.md):
-- ``reduced_model.pth``: an mmcv checkpoint of a reduced Refined-Det (ResNet-18 at base width 8,
-  32-channel FPN and head, 15 classes) with random weights and calibrated BatchNorms;
+What is written (see tests/golden/refined_det/README.md); the run is deterministic (byte-identical
+files on one machine):
+- ``reduced_model.pth.xz``: an mmcv-layout checkpoint of a reduced Refined-Det (ResNet-18 at base
+  width 8, 32-channel FPN and head, 15 classes) with random weights on a bfloat16 grid and
+  calibrated BatchNorms, xz-compressed;
 - ``reduced_model_io.npz``: its input and every stage's tensors, on a 160x224 image;
-- ``resnet50_io.npz`` + ``resnet50_backbone.pth``: a ResNet-50 (bottleneck) backbone at base width 4;
+- ``train_step.npz`` + ``train_step_info.json``: one ``forward_train`` step of that model
+  (``refined_det_step.py``);
+- ``resnet50_io.npz`` + ``resnet50_backbone.pth.xz``: a ResNet-50 (bottleneck) backbone at base width 4;
 - ``op_deform_conv.npz``: mmcv's DeformConv2d on random data;
+- ``cla_assign.npz``: the fork's CLA on anchors and jittered boxes;
 - ``state_dict_keys_r50.txt``/``_r101.txt``: the full-size models' keys, shapes and parameter counts;
 - ``info.json``: versions, settings, margins of the discrete decisions.
 """
@@ -43,10 +53,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: The fork's files, in import order, under the module names they are loaded as. The two heads it
+#: inherits from are its own copies (their target assignment passes per-level anchors to CLA).
 FILES = {
+    "refdet_anchor_head": "mmrotate/models/dense_heads/rotated_anchor_head.py",
+    "refdet_retina_head": "mmrotate/models/dense_heads/rotated_retina_head.py",
+    "refdet_cla": "mmrotate/core/bbox/assigners/cla.py",
     "refdet_fr_head": "mmrotate/models/dense_heads/fr_head.py",
     "refdet_detector": "mmrotate/models/detectors/refined_det.py",
 }
+#: Relative imports of the fork's own files point at their loaded copies.
+OWN_MODULES = {"rotated_anchor_head": "refdet_anchor_head", "rotated_retina_head": "refdet_retina_head"}
+#: Text edits made to the temporary copies, besides absolute imports: (file key, old, new, why).
+#: The fork's two heads re-register upstream names (force=True lets them replace upstream's);
+#: CLA allocates CUDA tensors, which a CPU-only machine cannot even construct: device-neutral
+#: instead (its constant made on the CPU and moved to the inputs' device where it is used).
+#: FRHead.get_anchors passes the device as grid_priors' second positional argument, which is the
+#: dtype (harmless on CUDA, where the default device is right; on the CPU it asks for CUDA).
+EDITS = [
+    ("refdet_fr_head", "self.anchor_generator.grid_priors(featmap_sizes, device)",
+     "self.anchor_generator.grid_priors(featmap_sizes, device=device)"),
+    ("refdet_anchor_head", "@ROTATED_HEADS.register_module()", "@ROTATED_HEADS.register_module(force=True)"),
+    ("refdet_retina_head", "@ROTATED_HEADS.register_module()", "@ROTATED_HEADS.register_module(force=True)"),
+    ("refdet_cla", "], device='cuda').float()[:, None]", "]).float()[:, None]"),
+    ("refdet_cla", "self.grid_offset.repeat(", "self.grid_offset.to(device).repeat("),
+    ("refdet_cla", "anchor_generator.num_base_anchors[0], 1).cuda()",
+     "anchor_generator.num_base_anchors[0], 1).to(gt_bboxes_xyxy.device)"),
+]
 # Plain constants of the project (no torch needed): the class names and mmdet's Normalize of the configs.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qgis_unravel.detector.config import DOTA_V1_CLASSES as DOTA_CLASSES  # noqa: E402
@@ -72,11 +105,14 @@ def read_source(source: Path, rel: str) -> str:
 
 
 def absolute_imports(text: str, rel: str) -> str:
-    """``from ..x import y`` -> ``from mmrotate.models.x import y``, from the file's package."""
+    """``from ..x import y`` -> ``from mmrotate.models.x import y``, from the file's package;
+    imports of the fork's own loaded files go to their copies (``OWN_MODULES``)."""
     package = rel[: -len(".py")].split("/")[:-1]
 
     def fix(match: re.Match) -> str:
         dots, rest = match.group(1), match.group(2)
+        if len(dots) == 1 and rest in OWN_MODULES:
+            return f"from {OWN_MODULES[rest]} import"
         base = package[: len(package) - (len(dots) - 1)]
         target = ".".join(base + ([rest] if rest else []))
         return f"from {target} import"
@@ -84,18 +120,36 @@ def absolute_imports(text: str, rel: str) -> str:
     return re.sub(r"^from (\.+)([\w.]*) import", fix, text, flags=re.M)
 
 
+def edited(name: str, text: str) -> str:
+    """The ``EDITS`` of one file, each required to apply exactly once."""
+    for key, old, new in EDITS:
+        if key == name:
+            assert text.count(old) == 1, f"{name}: expected one {old!r}"
+            text = text.replace(old, new)
+    return text
+
+
 def register(source: Path) -> None:
-    """Import the two model files (imports rewritten) from a temporary folder."""
+    """Import the fork's files (imports rewritten, ``EDITS`` applied) from a temporary folder.
+
+    Their visualiser import (a module outside mmrotate) is stubbed; mmcv's ``points_in_polygons``,
+    which CLA uses and which mmcv 1.7.2 implements only for CUDA, is replaced by
+    :func:`exact_points_in_polygons` (the same inclusive test, on any device).
+    """
+    import types
+
     import mmrotate  # noqa: F401  (registers the upstream modules first)
 
+    sys.modules.setdefault("assigner_visualization", types.SimpleNamespace(AssignerVisualizer=None))
     with tempfile.TemporaryDirectory() as tmp:
         for name, rel in FILES.items():
             path = Path(tmp) / f"{name}.py"
-            path.write_text(absolute_imports(read_source(source, rel), rel), encoding="utf-8")
+            path.write_text(edited(name, absolute_imports(read_source(source, rel), rel)), encoding="utf-8")
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
+    sys.modules["refdet_cla"].points_in_polygons = exact_points_in_polygons
 
 
 # independent ops (for an mmcv without compiled kernels) -----------------------------------
@@ -179,6 +233,7 @@ def exact_nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):
 def use_independent_ops() -> None:
     """Route mmcv's two compiled inference kernels to independent implementations."""
     import mmcv.ops.deform_conv as mmcv_deform
+    import mmrotate.core.bbox.iou_calculators.rotate_iou2d_calculator as rotated_iou_module
     import mmrotate.core.post_processing.bbox_nms_rotated as mmrotate_nms
     import torchvision
 
@@ -188,6 +243,7 @@ def use_independent_ops() -> None:
 
     mmcv_deform.deform_conv2d = deform
     mmrotate_nms.nms_rotated = exact_nms_rotated
+    rotated_iou_module.box_iou_rotated = exact_box_iou_rotated
 
 
 # model --------------------------------------------------------------------------------------
@@ -314,6 +370,27 @@ def calibrate_scales(model, image: torch.Tensor) -> None:
             conv.deform_conv.weight.mul_(1.0 / float(out.std()))
 
 
+def on_coarse_grid(model) -> None:
+    """Round every float tensor of the state dict to bfloat16 precision (8 significant bits).
+
+    The values stay float32 and the model keeps its calibration (the rounding changes each
+    weight by at most 0.4 %), but the low 16 bits of every number are zero, so the xz-compressed
+    checkpoint is about half the size. The golden tensors are computed with the rounded weights.
+    """
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.bfloat16().float())
+
+
+def xz(path: Path) -> None:
+    """Replace ``path`` by ``path.xz`` (tests/golden_data.py decompresses it for the tests)."""
+    import lzma
+
+    Path(f"{path}.xz").write_bytes(lzma.compress(path.read_bytes(), preset=9 | lzma.PRESET_EXTREME))
+    path.unlink()
+
+
 def calibrate_bn(backbone, image: torch.Tensor) -> None:
     """BN running stats from one batch, then randomized affine/statistics (seeded)."""
     bns = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -335,22 +412,10 @@ def calibrate_bn(backbone, image: torch.Tensor) -> None:
 
 
 def scene(seed: int, hw=IMAGE_HW) -> np.ndarray:
-    """RGB uint8: colour ramps, 12 filled rotated rectangles, noise."""
-    rng = np.random.RandomState(seed)
-    h, w = hw
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    image = np.stack(
-        [rng.uniform(60, 180) + rng.uniform(-0.3, 0.3) * xx + rng.uniform(-0.3, 0.3) * yy for _ in range(3)],
-        axis=-1,
-    )
-    for _ in range(12):
-        bw, bh = rng.uniform(12, 60), rng.uniform(6, 24)
-        cx, cy, a = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(-math.pi / 2, math.pi / 2)
-        u = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)
-        v = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
-        image[(np.abs(u) <= bw / 2) & (np.abs(v) <= bh / 2)] = rng.uniform(0, 255, size=3)
-    image += rng.normal(0, 12, size=image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    """The inference scene (``refined_det_scenes.scene``) at the golden size by default."""
+    import refined_det_scenes
+
+    return refined_det_scenes.scene(seed, hw)
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
@@ -483,45 +548,29 @@ def exact_box_iou_rotated(bboxes1, bboxes2, mode="iou", aligned=False, clockwise
     return torch.from_numpy(out).to(bboxes1.dtype)
 
 
-def load_cla(source: Path):
-    """The fork's CLA assigner, built on the CPU: its CUDA-only pieces replaced (see the README)."""
-    import types
-
-    sys.modules.setdefault("assigner_visualization", types.SimpleNamespace(AssignerVisualizer=None))
-    import mmrotate.core.bbox.iou_calculators.rotate_iou2d_calculator as rotated_iou_module
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "refdet_cla.py"
-        path.write_text(absolute_imports(read_source(source, CLA_FILE), CLA_FILE), encoding="utf-8")
-        spec = importlib.util.spec_from_file_location("refdet_cla", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["refdet_cla"] = module
-        spec.loader.exec_module(module)
-    module.points_in_polygons = exact_points_in_polygons
-    if getattr(rotated_iou_module, "box_iou_rotated", None) is not None:
-        rotated_iou_module.box_iou_rotated = exact_box_iou_rotated
-    from mmdet.core.bbox.assigners.max_iou_assigner import MaxIoUAssigner
-
-    cla = object.__new__(module.CLA)  # its __init__ puts a constant on CUDA; the same fields on the CPU:
-    MaxIoUAssigner.__init__(
-        cla,
-        pos_iou_thr=0.5,
-        neg_iou_thr=0.4,
-        min_pos_iou=0,
-        ignore_iof_thr=-1,
-        iou_calculator=dict(type="RBboxOverlaps2D"),
-    )
-    cla.near_neighbor_thr = 0.5
-    cla.prior_match_thr = 4.0
-    cla.grid_offset = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]]).float()[:, None]
-    return cla
+#: train_cfg.assigner of the Refined-Det configs.
+CLA_CFG = dict(
+    type="CLA",
+    pos_iou_thr=0.5,
+    neg_iou_thr=0.4,
+    min_pos_iou=0,
+    ignore_iof_thr=-1,
+    iou_calculator=dict(type="RBboxOverlaps2D"),
+)
 
 
-def cla_golden(source: Path) -> dict:
+def load_cla():
+    """The fork's CLA assigner, built from the configs' settings (``register`` made it CPU-capable)."""
+    from mmrotate.core import build_assigner
+
+    return build_assigner(CLA_CFG)
+
+
+def cla_golden() -> dict:
     """CLA on the square anchors (pass 1) and on jittered boxes (pass 2) of a 256 x 320 image."""
     import types
 
-    cla = load_cla(source)
+    cla = load_cla()
     height, width = 256, 320
     sizes = [(-(-height // s), -(-width // s)) for s in STRIDES]
     g = torch.Generator().manual_seed(11)
@@ -563,16 +612,11 @@ def cla_golden(source: Path) -> dict:
     meta = dict(pad_shape=(height, width, 3), img_shape=(height, width, 3))
     flags = [torch.ones(a.shape[0], dtype=torch.bool) for a in anchors]
     out = {"gt_bboxes": gts.numpy(), "gt_labels": labels.numpy(), "pad_hw": np.array([height, width])}
-    original_cuda = torch.Tensor.cuda
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # convert_to_norm_format calls .cuda()
-    try:
-        for name, boxes in (("anchors", anchors), ("jittered", jittered)):
-            result = cla.assign(boxes, flags, flags, gts, labels, generator, meta)
-            out[f"{name}_boxes"] = torch.cat(boxes).numpy()
-            out[f"{name}_overlaps"] = cla.iou_calculator(gts, torch.cat(boxes)).numpy()
-            out[f"{name}_assigned"] = result.gt_inds.numpy()
-    finally:
-        torch.Tensor.cuda = original_cuda
+    for name, boxes in (("anchors", anchors), ("jittered", jittered)):
+        result = cla.assign(boxes, flags, flags, gts, labels, generator, meta)
+        out[f"{name}_boxes"] = torch.cat(boxes).numpy()
+        out[f"{name}_overlaps"] = cla.iou_calculator(gts, torch.cat(boxes)).numpy()
+        out[f"{name}_assigned"] = result.gt_inds.numpy()
     return out
 
 
@@ -588,8 +632,6 @@ def main(argv=None) -> int:
     register(args.source)
     if args.ops == "independent":
         use_independent_ops()
-    from mmcv.runner import save_checkpoint
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     info = {"versions": {}, "image_hw": IMAGE_HW, "width": WIDTH, "nms_pre": NMS_PRE, "ops": args.ops}
@@ -622,16 +664,29 @@ def main(argv=None) -> int:
     info["stacked_convs_config"] = 2
     info["stacked_convs_built"] = len(model.bbox_head.cls_convs)
     randomize(model, img)
+    on_coarse_grid(model)
     model.eval()
     thr, gap, kept = pick_threshold(model, img)
     info.update(score_thr=thr, score_gap=gap, candidates=kept)
     stages = run_stages(model, img, thr)
     info["n_dets"] = int(stages["det_bboxes"].shape[0])
     info["parameters_reduced"] = parameter_counts(model)
-    save_checkpoint(
-        model, str(out / "reduced_model.pth"), meta={"CLASSES": DOTA_CLASSES, "note": "random weights"}
-    )
+    # mmcv's checkpoint layout; written directly because save_checkpoint stamps the time into meta
+    meta = {"CLASSES": DOTA_CLASSES, "note": "random weights", "mmcv_version": mmcv.__version__}
+    torch.save({"meta": meta, "state_dict": model.state_dict()}, out / "reduced_model.pth")
+    xz(out / "reduced_model.pth")
     np.savez_compressed(out / "reduced_model_io.npz", image_rgb_uint8=image, input=img[0].numpy(), **stages)
+
+    # one training step of the same weights
+    import refined_det_step
+
+    torch.manual_seed(0)
+    trainable = build(dict(reduced_config(), train_cfg=refined_det_step.train_cfg(CLA_CFG)), WIDTH)
+    trainable.load_state_dict(model.state_dict(), strict=True)
+    arrays, step_info = refined_det_step.generate(trainable, IMAGE_HW, normalize)
+    np.savez_compressed(out / "train_step.npz", **arrays)
+    (out / "train_step_info.json").write_text(json.dumps(step_info, indent=1), encoding="utf-8")
+    del trainable
 
     # ResNet-50 (bottleneck) backbone numerics
     from mmdet.models import build_backbone
@@ -653,9 +708,11 @@ def main(argv=None) -> int:
         if isinstance(m, torch.nn.Conv2d):
             m.weight.data = torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / m.weight[0].numel())
     calibrate_bn(r50, small)
+    on_coarse_grid(r50)
     with torch.no_grad():
         feats = r50(small)
     torch.save({"state_dict": r50.state_dict()}, out / "resnet50_backbone.pth")
+    xz(out / "resnet50_backbone.pth")
     np.savez_compressed(
         out / "resnet50_io.npz",
         input=small[0].numpy(),
@@ -663,12 +720,9 @@ def main(argv=None) -> int:
     )
 
     np.savez_compressed(out / "op_deform_conv.npz", **deform_conv_golden())
-    if args.ops == "independent":  # mmcv-full has no CPU points_in_polygons either way
-        cla = cla_golden(args.source)
-        np.savez_compressed(out / "cla_assign.npz", **cla)
-        info["cla_positives"] = {
-            k: int((cla[k] > 0).sum()) for k in ("anchors_assigned", "jittered_assigned")
-        }
+    cla = cla_golden()
+    np.savez_compressed(out / "cla_assign.npz", **cla)
+    info["cla_positives"] = {k: int((cla[k] > 0).sum()) for k in ("anchors_assigned", "jittered_assigned")}
     (out / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     print(json.dumps(info, indent=1))
     return 0

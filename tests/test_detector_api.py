@@ -29,7 +29,7 @@ def read_key_list(path):
 
 def small_settings(det: OrientedRCNN) -> OrientedRCNN:
     """Random weights: a high threshold keeps NMS small, fewer proposals keep the test fast."""
-    det.score_threshold = 0.15
+    det.roi_head.test_cfg.score_thr = 0.15
     det.rpn_nms_pre = 500
     det.rpn_max_proposals = 300
     return det
@@ -175,3 +175,11 @@ def test_normalisation_is_per_call_and_follows_the_channel_order(scene):
     assert torch.allclose(bgr, rgb.flip(1))  # same statistics, channels reversed
     plain = make_batch([crop], (64, 64), torch.device("cpu"), Normalization((0.0,) * 3, (1.0,) * 3))
     assert torch.equal(plain[0], torch.from_numpy(crop).permute(2, 0, 1).float())
+
+
+def test_thresholds_cannot_be_set_on_the_model(unravel):
+    # They apply per call; a write would create an attribute nothing reads (a bench once did).
+    with pytest.raises(AttributeError, match="per call"):
+        unravel.score_threshold = 0.5
+    with pytest.raises(AttributeError, match="per call"):
+        unravel.nms_iou = 0.5

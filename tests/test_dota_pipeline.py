@@ -125,6 +125,12 @@ def test_train_test_merge_evaluate(dota, tmp_path, capsys):
     assert main(["dota", "eval", "--submission", str(sub), "--labels", str(dota)]) == 0
     again = capsys.readouterr().out
     assert again.splitlines()[-2] == printed.splitlines()[-2]  # the mAP line
+    # the score threshold reaches the detector (it was once set on the model and ignored)
+    strict = tmp_path / "strict"
+    args = ["dota", "test", "--model", str(run / "latest.pth"), "--data", str(dota), "--out", str(strict),
+            *SPLIT, "--score-threshold", "1.0"]
+    assert main(args) == 0
+    assert not [line for f in strict.glob("Task1_*.txt") for line in f.read_text().splitlines()]
 
 
 def test_random_flip_probabilities():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-MAX_BYTES = 10_000_000  # the issue asks for about 10 MB: Oriented R-CNN parts ~7 MB, Refined-Det ~3 MB
+MAX_BYTES = 10_000_000  # about 10 MB, as the issue asks (Oriented R-CNN parts 7.0 MB, Refined-Det 2.2)
 
 
 def test_every_file_matches_the_manifest():
@@ -24,7 +24,8 @@ def test_manifest_covers_every_part():
                 "op_bbox_coders.npz", "op_transforms.npz", "state_dict_keys_tiny.txt",
                 "reduced_model.pth.xz", "reduced_model_io.npz", "legnet/legnet_reduced_model.pth.xz",
                 "legnet/legnet_reduced_model_io.npz", "training/train_step.npz",
-                "refined_det/reduced_model.pth", "refined_det/reduced_model_io.npz"):
+                "refined_det/reduced_model.pth.xz", "refined_det/reduced_model_io.npz",
+                "refined_det/train_step.npz"):
         assert rel in listed, rel
 
 
@@ -91,7 +92,7 @@ def test_ci_never_builds_the_reference(repo_root: Path):
 
 
 def test_expanded_folder_holds_loadable_checkpoints(golden_dir: Path):
-    for rel in ("reduced_model.pth", "legnet/legnet_reduced_model.pth"):
+    for rel in ("reduced_model.pth", "legnet/legnet_reduced_model.pth", "refined_det/reduced_model.pth"):
         ckpt = torch.load(golden_dir / rel, map_location="cpu", weights_only=True)
         assert set(ckpt) == {"meta", "state_dict"} and len(ckpt["meta"]["CLASSES"]) == 15
 

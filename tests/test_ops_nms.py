@@ -89,6 +89,49 @@ def test_small_blocks_give_the_same_keep(monkeypatch):
     torch.testing.assert_close(nms_rotated(boxes, scores, 0.2), ref, rtol=0, atol=0)
 
 
+@pytest.fixture
+def accelerator_path(monkeypatch):
+    """Every NMS takes the single-block path that accelerators use, here on CPU."""
+    monkeypatch.setattr(greedy_mod, "prefers_dense", lambda device, n: True)
+    monkeypatch.setattr(greedy_mod, "PAIR_CHUNK", 97)  # several chunks of the exact test
+    monkeypatch.setattr(greedy_mod, "_ROW_CHUNK", 33)  # several row chunks of the bounds test
+
+
+@pytest.mark.parametrize("thr", [0.05, 0.3, 0.7])
+def test_accelerator_path_keeps_the_same_rotated_boxes(thr, accelerator_path):
+    boxes, scores = _clustered_boxes(400, seed=int(thr * 100))
+    ref = _naive_greedy(box_iou_rotated(boxes, boxes), scores, thr, strict=False)
+    torch.testing.assert_close(nms_rotated(boxes, scores, thr), ref, rtol=0, atol=0)
+    labels = torch.randint(0, 3, (400,), generator=torch.Generator().manual_seed(1))
+    far = boxes.double()
+    far[:, :2] += 1e6
+    keep = grouped_nms_rotated(far, scores, labels, thr)
+    for c in range(3):
+        idx = torch.nonzero(labels == c)[:, 0]
+        sub = boxes[idx]
+        want = idx[_naive_greedy(box_iou_rotated(sub, sub), scores[idx], thr, strict=False)]
+        assert sorted(keep[labels[keep] == c].tolist()) == sorted(want.tolist())
+
+
+def test_accelerator_path_keeps_the_same_horizontal_boxes(accelerator_path):
+    boxes, scores = _xyxy(400, seed=21)
+    ref = _naive_greedy(_dense_hbb_iou(boxes), scores, 0.5, strict=True)
+    torch.testing.assert_close(nms(boxes, scores, 0.5), ref, rtol=0, atol=0)
+    idxs = torch.randint(0, 5, (400,), generator=torch.Generator().manual_seed(2))
+    keep = batched_nms(boxes + 100.0, scores, idxs, 0.6)
+    shifted = (boxes + 100.0) + (idxs.to(boxes) * ((boxes + 100.0).max() + 1))[:, None]
+    for c in range(5):
+        idx = torch.nonzero(idxs == c)[:, 0]
+        want = idx[_naive_greedy(_dense_hbb_iou(shifted[idx]), scores[idx], 0.6, strict=True)]
+        assert sorted(keep[idxs[keep] == c].tolist()) == sorted(want.tolist())
+
+
+def test_accelerator_path_agrees_with_the_cpu_walk_on_mmcv_data(golden, monkeypatch):
+    boxes, scores = torch.from_numpy(golden["boxes"]), torch.from_numpy(golden["scores"])
+    monkeypatch.setattr(greedy_mod, "prefers_dense", lambda device, n: True)
+    np.testing.assert_array_equal(nms_rotated(boxes, scores, 0.1).numpy(), golden["keep_iou0.1"])
+
+
 def test_keep_is_invariant_to_input_permutation():
     boxes, scores = _clustered_boxes(250, seed=11)
     keep = nms_rotated(boxes, scores, 0.3)
@@ -238,3 +281,27 @@ def test_non_finite_boxes_neither_crash_nor_suppress():
     )
     keep = nms_rotated(boxes, torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5]), 0.5)
     assert keep.tolist() == [0, 2, 3, 4]
+
+
+def test_nms_on_the_test_device_keeps_what_the_cpu_walk_keeps(test_device, monkeypatch):
+    # On a GPU (QGIS_UNRAVEL_TEST_DEVICE=cuda) NMS takes the single-block path by itself; on CPU
+    # the same path is forced, so the comparison is never the CPU walk against itself.
+    boxes, scores = _clustered_boxes(600, seed=3)
+    hboxes, hscores = _xyxy(900, seed=4)
+    idxs = torch.randint(0, 5, (900,), generator=torch.Generator().manual_seed(5))
+    labels = torch.randint(0, 4, (600,), generator=torch.Generator().manual_seed(6))
+    cases = [
+        lambda dev: nms_rotated(boxes.to(dev), scores.to(dev), 0.1),
+        lambda dev: nms_rotated(boxes.to(dev), scores.to(dev), 0.5),
+        lambda dev: batched_nms_rotated(boxes.to(dev), scores.to(dev), labels.to(dev), 0.1),
+        lambda dev: grouped_nms_rotated(boxes.double().to(dev), scores.to(dev), labels.to(dev), 0.3),
+        lambda dev: nms(hboxes.to(dev), hscores.to(dev), 0.7),
+        lambda dev: batched_nms((hboxes + 50).to(dev), hscores.to(dev), idxs.to(dev), 0.7),
+    ]
+    want = [case("cpu") for case in cases]
+    if test_device == "cpu":
+        monkeypatch.setattr(greedy_mod, "prefers_dense", lambda device, n: True)
+    for case, ref in zip(cases, want):
+        got = case(test_device)
+        assert got.device.type == torch.device(test_device).type
+        torch.testing.assert_close(got.cpu(), ref, rtol=0, atol=0)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import golden_data
 import numpy as np
 import pytest
 from osgeo import ogr  # before rasterio (test_engine_fakes): the other order crashes GDAL
@@ -19,7 +20,7 @@ from test_engine_fakes import write_raster
 from test_plugin_support import install_plugin_zip
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO / "tests" / "golden" / "refined_det"
+GOLDEN = golden_data.expanded() / "refined_det"  # plain file names (checkpoints decompressed)
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 QGIS_PROCESS = Path("/usr/bin/qgis_process.bin")
 ENGINE_FIELDS = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
+import golden_data
 import numpy as np
 import pytest
 import torch
@@ -23,7 +23,8 @@ from qgis_unravel.detector.refined_det.checkpoint import build_from_state_dict
 from qgis_unravel.detector.refined_det.head import fuse, gate_features
 from qgis_unravel.ops import deform_conv2d
 
-GOLDEN = Path(__file__).parent / "golden" / "refined_det"
+#: The golden folder with plain file names (the checkpoints are committed xz-compressed).
+GOLDEN = golden_data.expanded() / "refined_det"
 LEVELS = range(5)
 FEAT_TOL = dict(atol=1e-4, rtol=1e-4)
 

@@ -177,13 +177,13 @@ def test_cla_matches_the_reference_assigner(boxes, monkeypatch):
 
     Given the reference's IoU matrix the assignment is identical. Our own rotated IoU differs from it
     by ~1e-7, which only matters where an object's best IoU is tied between anchors."""
-    from pathlib import Path
+    import golden_data
 
     import qgis_unravel.training.refined_det as refined
     from qgis_unravel.detector.refined_det.model import STRIDES
     from qgis_unravel.training.targets import rotated_overlaps
 
-    data = np.load(Path(__file__).parent / "golden" / "refined_det" / "cla_assign.npz")
+    data = np.load(golden_data.GOLDEN / "refined_det" / "cla_assign.npz")
     height, width = (int(v) for v in data["pad_hw"])
     sizes = [(-(-height // s), -(-width // s)) for s in STRIDES]
     gts, priors = torch.from_numpy(data["gt_bboxes"]), torch.from_numpy(data[f"{boxes}_boxes"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -124,13 +125,14 @@ def run_test(args) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise UsageError(f"not a folder: {data}")
-    detector = _load(args.model, args.device, args.score_threshold)
+    detector = _load(args.model, args.device)
     cfg = split_from_args(args)
     merged = detect_folder(
         detector,
         data,
         cfg,
         batch_size=args.batch_size,
+        thresholds=dataclasses.replace(detector.default_thresholds, score=args.score_threshold),
         progress=lambda i, n: print(f"\rpatches {i}/{n}", end="", flush=True),
     )
     print()
@@ -147,7 +149,7 @@ def run_test(args) -> int:
     return 0
 
 
-def _load(model: str, device: str, score_threshold: float):
+def _load(model: str, device: str):
     from ..detector.checkpoint import load_detector
 
     path = model
@@ -157,9 +159,7 @@ def _load(model: str, device: str, score_threshold: float):
         path, _ = resolve_model(model)
     except ImportError:  # pragma: no cover - the zoo ships with the engine
         pass
-    detector = load_detector(path, device=device)
-    detector.score_threshold = score_threshold
-    return detector
+    return load_detector(path, device=device)
 
 
 def run_eval(args) -> int:

@@ -28,10 +28,22 @@ def default_class_names(num_classes: int) -> List[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
+# Names a caller might expect to set on a model; thresholds are per call (``Thresholds``), so a
+# write would silently create an attribute nothing reads.
+_PER_CALL_NAMES = frozenset({"score_threshold", "score_thr", "nms_iou", "iou_threshold", "max_detections"})
+
+
 class DetectorBase(nn.Module):
     """Base of OrientedRCNN and RefinedDet: le90 boxes in input pixels, w >= h."""
 
     backbone: nn.Module
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PER_CALL_NAMES:
+            raise AttributeError(
+                f"'{name}' is not a setting of the model: pass thresholds=Thresholds(...) to "
+                "forward() or predict() (per call), or change the model's test config")
+        super().__setattr__(name, value)
     classes: List[str]
     info: Dict[str, Any]
 

@@ -9,8 +9,9 @@ by a cheap upper bound; only the rest get the exact IoU. The kept set is the sam
 float64 coordinates keep their precision (the engine's cross-tile merge uses it).
 
 Horizontal NMS (the RPN's ``batched_nms``) splits the boxes into groups that cannot interact
-(mmcv's shifted levels, whose overall bounds do not overlap) and walks each with a dense,
-block-wise IoU > thr matrix (``_dense_keep``): the same float operations, so the same keep list.
+(mmcv's shifted levels, whose overall bounds do not overlap). On CPU it walks each with a dense,
+block-wise IoU > thr matrix (``_dense_keep``); on accelerators, ``greedy_keep`` takes every pair
+at once (see ``greedy``). Both compute the same float operations, so the same keep list.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import greedy
 from .boxes import obb_half_extents
 from .greedy import greedy_keep
 from .iou_rotated import rotated_pair_iou
@@ -247,7 +249,7 @@ def _nms_horizontal(
     keeps = []
     for ranks in parts:
         part = sorted_boxes if ranks is None else sorted_boxes[ranks]
-        if part.shape[0] <= _DENSE_MAX:
+        if part.shape[0] <= _DENSE_MAX and not greedy.prefers_dense(part.device, part.shape[0]):
             kept = _dense_keep(part, thr)
         else:
             kept = greedy_keep(part, _horizontal_test(part, thr))
@@ -307,60 +309,41 @@ def _split_groups(labels: Tensor, boxes: Tensor | None) -> list:
 
 
 def _dense_keep(boxes: Tensor, thr: float) -> Tensor:
-    """Greedy pass over rank-sorted (x1, y1, x2, y2) boxes, IoU > thr suppresses (thr >= 0).
+    """Greedy pass over rank-sorted (x1, y1, x2, y2) CPU boxes, IoU > thr suppresses (thr >= 0).
 
     Block by block of ranks, the IoU of the still-alive boxes with every box from the block on
-    is thresholded at once (the same float operations as the pairwise test, so the same
-    decisions), then the block's rows are walked in rank order on the host. On CPU the blocks
-    are computed with numpy: small single-threaded operations, which stay cheap when the
-    cores are busy (a parallel region waits for its slowest thread). On other devices, one
-    device-to-host copy per block, none per box.
+    is thresholded at once with numpy (the same float operations as the pairwise test, so the
+    same decisions), then the block's rows are walked in rank order. Small single-threaded
+    operations stay cheap when the cores are busy (a parallel region waits for its slowest
+    thread).
     """
     n = boxes.shape[0]
-    device = boxes.device
-    on_cpu = device.type == "cpu"
-    cols = boxes.t().contiguous()
-    if on_cpu:
-        cols = cols.numpy()
-        x1, y1, x2, y2 = cols
-        area = (x2 - x1) * (y2 - y1)
-        limit = np.asarray(thr, dtype=cols.dtype)
-    else:
-        x1, y1, x2, y2 = cols.unbind(0)
-        area = (x2 - x1) * (y2 - y1)
+    x1, y1, x2, y2 = boxes.t().contiguous().numpy()
+    area = (x2 - x1) * (y2 - y1)
+    limit = np.asarray(thr, dtype=x1.dtype)
     removed = np.zeros(n, dtype=bool)
     keep: list[int] = []
     for r0 in range(0, n, _DENSE_BLOCK):
         r1 = min(r0 + _DENSE_BLOCK, n)
-        alive = np.flatnonzero(~removed[r0:r1]) + r0
-        if alive.size == 0:
+        rows = np.flatnonzero(~removed[r0:r1]) + r0
+        if rows.size == 0:
             continue
-        if on_cpu:
-            rows = alive
-            w = np.minimum(x2[rows, None], x2[None, r0:]) - np.maximum(x1[rows, None], x1[None, r0:])
-            h = np.minimum(y2[rows, None], y2[None, r0:]) - np.maximum(y1[rows, None], y1[None, r0:])
-            inter = np.maximum(w, 0, out=w)
-            inter *= np.maximum(h, 0, out=h)
-            union = area[rows, None] + area[None, r0:]
-            union -= inter
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                inter /= union
-                hits = inter > limit
-        else:
-            rows = torch.from_numpy(alive).to(device)
-            w = torch.minimum(x2[rows, None], x2[r0:]).sub_(torch.maximum(x1[rows, None], x1[r0:]))
-            h = torch.minimum(y2[rows, None], y2[r0:]).sub_(torch.maximum(y1[rows, None], y1[r0:]))
-            w, h = w.clamp_(min=0), h.clamp_(min=0)
-            inter = w.mul_(h)
-            union = (area[rows, None] + area[r0:]).sub_(inter)
-            hits = inter.div_(union).gt_(thr).cpu().numpy()
+        w = np.minimum(x2[rows, None], x2[None, r0:]) - np.maximum(x1[rows, None], x1[None, r0:])
+        h = np.minimum(y2[rows, None], y2[None, r0:]) - np.maximum(y1[rows, None], y1[None, r0:])
+        inter = np.maximum(w, 0, out=w)
+        inter *= np.maximum(h, 0, out=h)
+        union = area[rows, None] + area[None, r0:]
+        union -= inter
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            inter /= union
+            hits = inter > limit
         tail = removed[r0:]
-        for k, i in enumerate(alive.tolist()):
+        for k, i in enumerate(rows.tolist()):
             if tail[i - r0]:
                 continue
             keep.append(i)
             np.logical_or(tail, hits[k], out=tail)
-    return torch.tensor(keep, dtype=torch.long, device=device)
+    return torch.tensor(keep, dtype=torch.long)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
+from ...detector.config import Thresholds
 from .dataset import is_split_folder, split_patches
 from .images import read_rgb, resize_image
 from .merge import Detections, merge_image, shift
@@ -26,9 +27,10 @@ def detect_folder(
     img_scale: Optional[int] = None,
     batch_size: int = 2,
     progress: Optional[Callable[[int, int], None]] = None,
+    thresholds: Optional[Thresholds] = None,
 ) -> Dict[str, Detections]:
     """{image id: merged detections} for every image of a DOTA folder (original images or a
-    split folder, whose patch names give the offsets)."""
+    split folder, whose patch names give the offsets); ``thresholds`` default to the model's."""
     if is_split_folder(root):
         records = []
         for patch in split_patches(root):
@@ -49,7 +51,8 @@ def detect_folder(
             scale = img_scale / max(image.shape[:2])
             images.append(image if abs(scale - 1) < 1e-9 else resize_image(image, scale))
             scales.append(scale)
-        for (image_id, _, _, x, y), scale, out in zip(chunk, scales, detector.predict(images, batch_size)):
+        outs = detector.predict(images, batch_size, thresholds=thresholds)
+        for (image_id, _, _, x, y), scale, out in zip(chunk, scales, outs):
             found = Detections(out["boxes"], out["scores"], out["labels"])
             parts[image_id].append(shift(found, x, y, scale))
         if progress is not None:
