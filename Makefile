@@ -22,16 +22,19 @@ lint: setup
 plugin: setup
 	@$(PY) scripts/build_plugin.py
 
-# Golden data: run by hand, never by CI. Builds the upstream reference environment outside the
-# checkout when it is missing (reference/README.md), then regenerates tests/golden.
+# Golden data: run by hand, never by CI (`test` does not depend on these targets). Builds the
+# upstream reference environment outside the checkout when it is missing (reference/README.md),
+# then regenerates the golden data. REFERENCE_ENV: where the environment lives; GOLDEN_OUT:
+# the folder to write (a scratch folder to compare with the committed data, see docs/golden.md).
 REFERENCE_ENV ?= $(HOME)/.cache/qgis-unravel/reference-env
+GOLDEN_OUT ?= tests/golden
 export REFERENCE_ENV
 
 reference-env:
 	@bash reference/build_env.sh
 
 golden: reference-env
-	$(REFERENCE_ENV)/venv/bin/python reference/generate.py --out tests/golden
+	$(REFERENCE_ENV)/venv/bin/python reference/generate.py --out $(GOLDEN_OUT)
 
 clean:
 	rm -rf dist build .pytest_cache .ruff_cache

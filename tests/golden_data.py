@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MANIFEST = "MANIFEST"
@@ -86,3 +86,34 @@ def frequent_classes(golden_dir: Path, count: int) -> List[str]:
     run = reduced_run(golden_dir)
     ranked = sorted(range(len(run["classes"])), key=lambda c: -run["dets_per_class"][c])
     return [run["classes"][c] for c in ranked[:count]]
+
+
+def array_names(npz: Any, prefix: str = "") -> List[str]:
+    """Names of the arrays an .npz holds (whole or sampled), in file order, starting with ``prefix``."""
+    names: List[str] = []
+    for entry in (npz.files if hasattr(npz, "files") else list(npz)):
+        name = entry.split("@", 1)[0]
+        if name.startswith(prefix) and name not in names:
+            names.append(name)
+    return names
+
+
+def compared(actual: Any, npz: Mapping[str, Any], name: str) -> Tuple[Any, Any]:
+    """(actual values, reference values) as torch tensors, at the positions the golden file
+    holds for ``name``: every element of an array stored whole, the stored positions of one
+    stored as a sample (``name@shape``, ``name@index``, ``name@value``). The sample always
+    holds the array's largest |values|, so a tolerance scaled by ``ref.abs().max()`` is the
+    same either way."""
+    import numpy as np
+    import torch
+
+    actual = torch.as_tensor(actual)
+    entries = npz.files if hasattr(npz, "files") else npz
+    if name in entries:
+        ref = torch.from_numpy(np.asarray(npz[name]))
+        assert actual.shape == ref.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(ref.shape)}"
+        return actual, ref
+    shape = tuple(int(n) for n in npz[f"{name}@shape"])
+    assert tuple(actual.shape) == shape, f"{name}: shape {tuple(actual.shape)} != {shape}"
+    index = torch.from_numpy(np.asarray(npz[f"{name}@index"]))
+    return actual.reshape(-1)[index.to(actual.device)], torch.from_numpy(np.asarray(npz[f"{name}@value"]))

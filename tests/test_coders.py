@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import golden_data
 import numpy as np
 import pytest
 import torch
@@ -97,7 +98,7 @@ def test_anchor_grid_matches_mmdet(golden_dir):
     sizes = [io[f"fpn_out{i}"].shape[1:] for i in range(5)]
     anchors = AnchorGenerator()(sizes, torch.device("cpu"))
     for level, grid in enumerate(anchors):
-        torch.testing.assert_close(grid, torch.from_numpy(io[f"rpn_anchors_l{level}"]), atol=0, rtol=0)
+        torch.testing.assert_close(*golden_data.compared(grid, io, f"rpn_anchors_l{level}"), atol=0, rtol=0)
 
 
 def test_base_anchors_keep_area_across_ratios():

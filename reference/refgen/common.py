@@ -10,8 +10,9 @@ import lzma
 import math
 import os
 import sys
+import zlib
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 import torch
@@ -88,14 +89,47 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.ascontiguousarray(value)
 
 
-def save_npz(path: Path, arrays: Dict[str, Any]) -> None:
-    """Compressed .npz; floats stay float32, indices int64."""
+# Arrays that tests only compare against (never feed to the project's code) may be stored as a
+# sample of their elements, which keeps the golden folder small (docs/golden.md, "Samples").
+SAMPLE_SIZE = 4096  # random positions per sampled array
+SAMPLE_PEAKS = 16  # plus the largest |values|, so tolerances scaled by max |ref| see them
+
+
+def sample_positions(key: str, arr: np.ndarray) -> np.ndarray:
+    """Sorted flat positions of ``arr`` to keep: its ``SAMPLE_PEAKS`` largest |values| and
+    ``SAMPLE_SIZE`` drawn uniformly (numpy's legacy RandomState, whose stream never changes,
+    seeded with the key's CRC32, so one key's sample does not move when another changes)."""
+    flat = np.abs(arr.reshape(-1).astype(np.float64))
+    peaks = np.argsort(-flat, kind="stable")[:SAMPLE_PEAKS]
+    rng = np.random.RandomState(zlib.crc32(key.encode("utf-8")))
+    drawn = rng.choice(flat.size, SAMPLE_SIZE, replace=False)
+    return np.unique(np.concatenate([peaks, drawn]))
+
+
+def sampled(key: str, arr: np.ndarray) -> Dict[str, np.ndarray]:
+    """``key@shape``, ``key@index`` (flat positions, int64) and ``key@value`` for one array."""
+    positions = sample_positions(key, arr)
+    return {f"{key}@shape": np.array(arr.shape, dtype=np.int64), f"{key}@index": positions.astype(np.int64),
+            f"{key}@value": arr.reshape(-1)[positions]}
+
+
+def save_npz(path: Path, arrays: Dict[str, Any], whole: Callable[[str], bool] = lambda key: True) -> None:
+    """Compressed .npz; floats stay float32, indices int64.
+
+    Arrays for which ``whole(key)`` is false and that have more than twice ``SAMPLE_SIZE``
+    elements are stored as a sample (:func:`sampled`). numpy writes every zip member with the
+    fixed date 1980-01-01 and the members are written in the order given, so equal arrays give
+    byte-identical files.
+    """
     out = {}
     for key, value in arrays.items():
         arr = to_numpy(value)
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
-        out[key] = arr
+        if not whole(key) and arr.size > 2 * SAMPLE_SIZE:
+            out.update(sampled(key, arr))
+        else:
+            out[key] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **out)
 

@@ -28,6 +28,17 @@ from .common import (
 SIZE = 256
 THR_RANKS = (400, 800)
 
+# Arrays stored whole in ``<stem>_io.npz``; the others are stored as samples (common.save_npz).
+# Whole: what a test feeds to the project's code (the image, the input, and for UnravelNet the
+# backbone, FPN and RPN maps and the proposals, which the stage tests start from) and what is
+# small. LEGNet's backbone outputs stay whole as well: its backbone is the code only LEGNet
+# has; its later stages run the same heads as UnravelNet's, which are checked on whole maps.
+WHOLE = {
+    "unravelnet": ("image_rgb_uint8", "input", "backbone_out", "fpn_out", "rpn_cls_score", "rpn_bbox_pred",
+                   "proposals", "roi_levels", "det_"),
+    "legnet": ("image_rgb_uint8", "input", "backbone_out", "proposals", "roi_levels", "det_"),
+}
+
 
 def auto_score_thr(fg_scores: torch.Tensor) -> float:
     ranked = fg_scores.flatten().sort(descending=True).values
@@ -70,7 +81,7 @@ def stages(model, image: torch.Tensor, metas) -> Tuple[Dict[str, Any], Dict[str,
     roi_feats = extractor(feats[: extractor.num_inputs], rois)
     cls_score, bbox_pred = model.roi_head.bbox_head(roi_feats)
     arrays.update(roi_cls_score=cls_score, roi_bbox_pred=bbox_pred, roi_levels=levels.long(),
-                  roi_feats_first32=roi_feats[:32])
+                  roi_feats=roi_feats)
     return arrays, margins
 
 
@@ -109,7 +120,8 @@ def generate(
     cfg.model.test_cfg.rcnn.score_thr = thr
     save_checkpoint_xz(out_dir / f"{stem}.pth.xz", model.state_dict(),
                        models.checkpoint_meta(cfg, f"reduced {backbone} Oriented R-CNN, random weights"))
-    save_npz(out_dir / f"{stem}_io.npz", {"image_rgb_uint8": image_u8, "input": image[0], **arrays})
+    save_npz(out_dir / f"{stem}_io.npz", {"image_rgb_uint8": image_u8, "input": image[0], **arrays},
+             whole=lambda key: key.startswith(WHOLE[backbone]))
     counts = np.bincount(np.asarray(arrays["det_labels"]), minlength=15).tolist()
     info = {
         "backbone": backbone,

@@ -8,7 +8,10 @@ The recipe (each step with its own seed, so one change does not shift the others
    on a coarse grid: ``round(2 z) / 2 * 2^-e`` with ``z ~ N(0, 1)`` clipped to [-3, 3] and
    ``2^-e`` the power of two nearest to ``1/sqrt(fan_in)``; biases ``round(256 u) / 256`` with
    ``u ~ U[-0.1, 0.1)`` (Generator seeded with 2, ``modules()`` order). Such weights are exact in
-   float32 and compress well, which keeps the committed checkpoints small.
+   float32 and compress well, which keeps the committed checkpoints small. Layers with more than
+   ``SPARSE_ABOVE`` weights (UnravelNet's fixed 256-channel convs, the first RoI FC) then keep
+   one weight in ``SPARSE_KEEP`` at random (a second Generator, seeded with 3, so every other
+   layer's draw is unchanged), scaled by its square root: same variance, still exact.
 3. BN calibration: every BatchNorm is reset, given ``momentum=None`` and switched to train mode
    (all else in eval); one backbone pass over the scene sets its running statistics.
 4. BN randomisation (Generator seeded with 1): weight ``U[0.5, 1.5)``, bias ``U[-0.25, 0.25)``,
@@ -29,6 +32,8 @@ from torch import nn
 from .common import DOTA_CLASSES, config_dir
 
 DELTA_STD = 0.26
+SPARSE_ABOVE = 2**18  # weights of a layer above which most are zeroed (see step 2)
+SPARSE_KEEP = 16  # one weight in 16 kept, times 4 (a power of two: exact in float32)
 
 # Published configs the reduced models start from (relative to the extracted config folder).
 CONFIGS = {
@@ -66,9 +71,14 @@ def build(cfg) -> nn.Module:
     return build_detector(copy.deepcopy(cfg.model))
 
 
-def grid_weights(model: nn.Module, seed: int = 2) -> int:
-    """Step 2: redraw every conv and linear layer on the coarse grid; returns how many."""
+def grid_weights(model: nn.Module, seed: int = 2, sparse_seed: int = 3) -> int:
+    """Step 2: redraw every conv and linear layer on the coarse grid; returns how many.
+
+    The largest layers are made sparse: a checkpoint's size grows with the entropy of its
+    weights, and UnravelNet's fixed 256-channel convs would otherwise be most of the golden
+    folder. A sparse layer still computes every product, so parity is tested the same way."""
     gen = torch.Generator().manual_seed(seed)
+    sparse_gen = torch.Generator().manual_seed(sparse_seed)
     count = 0
     for module in model.modules():
         if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
@@ -77,8 +87,12 @@ def grid_weights(model: nn.Module, seed: int = 2) -> int:
         fan_in = w[0].numel()
         scale = 2.0 ** round(math.log2(1.0 / math.sqrt(fan_in)))
         z = torch.randn(w.shape, generator=gen).clamp_(-3, 3)
+        values = torch.round(z * 2) / 2 * scale
+        if w.numel() > SPARSE_ABOVE:
+            keep = torch.rand(w.shape, generator=sparse_gen) < 1.0 / SPARSE_KEEP
+            values = torch.where(keep, values * math.sqrt(SPARSE_KEEP), torch.zeros(()))  # +0.0, not -0.0
         with torch.no_grad():
-            w.copy_(torch.round(z * 2) / 2 * scale)
+            w.copy_(values)
             if module.bias is not None:
                 u = torch.rand(module.bias.shape, generator=gen) * 0.2 - 0.1
                 module.bias.copy_(torch.round(u * 256) / 256)
