@@ -334,8 +334,8 @@ def load_detector(
     """Load an mmrotate UnravelNet/LEGNet Oriented R-CNN or Refined-Det checkpoint, ready for inference.
 
     ``fast`` (default) folds the BatchNorms into the convs, once, and runs the backbone
-    channels-last on CPU (:func:`.folding.prepare_for_inference`): about a fifth less backbone
-    time, the same detections up to float32 rounding, well inside the golden parity tolerances.
+    channels-last on CPU (:func:`.folding.prepare_for_inference`): less backbone time, the
+    same detections up to float32 rounding, well inside the golden parity tolerances.
     The checkpoint's tensors stay as loaded, and training mode runs unfolded. ``fast=False``
     tracks mmrotate's operation order most closely.
     """

@@ -2,8 +2,8 @@
 
 An eval-mode BatchNorm is a per-channel affine map. When it directly follows a convolution
 (``norm(conv(x))``), that map can be merged into the convolution's weight and bias, which saves
-a full read and write of the feature map: about a fifth of the CPU time of the UnravelNet and
-LEGNet backbones. :func:`fold_batchnorms` finds those pairs and prepares them:
+a full read and write of the feature map (``bench/bench_cpu_variants.py`` times it against the
+unfolded network). :func:`fold_batchnorms` finds those pairs and prepares them:
 
 * **Which pairs.** A ``Conv2d`` directly followed by a ``BatchNorm2d`` inside an ``nn.Sequential``,
   and the pairs a module names in its ``bn_folds`` attribute, for ``norm(conv(x))`` written in
