@@ -183,3 +183,5 @@ def test_thresholds_cannot_be_set_on_the_model(unravel):
         unravel.score_threshold = 0.5
     with pytest.raises(AttributeError, match="per call"):
         unravel.nms_iou = 0.5
+    with pytest.raises(AttributeError, match="prepare_for_inference"):
+        unravel.fast = True  # the switch is gone: folding happens once, at load

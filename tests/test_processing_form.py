@@ -7,11 +7,13 @@ Built with Processing's own dialogs (``AlgorithmDialog``, ``BatchAlgorithmDialog
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingModelAlgorithm
+from qgis.core import QgsApplication, QgsProcessingModelAlgorithm, QgsRasterLayer
 from qgis.gui import QgsBrowserGuiModel
 from qgis.PyQt.QtWidgets import QAction
 
 from qgis_unravel.plugin.jobs import recommended_spec
+from qgis_unravel.plugin.model_list import card_gsd
+from qgis_unravel.plugin.processing.algorithm import run_gsd
 from qgis_unravel.plugin.processing.card_widgets import CardValueWrapper
 from qgis_unravel.plugin.processing.provider import UnravelProvider
 
@@ -147,3 +149,38 @@ def test_help_says_what_an_empty_knob_means(algorithm):
     assert "empty to use the model's own settings" in text
     spec = recommended_spec(DEMO)
     assert f"{DEMO}: tile {spec.tile_size}, overlap {spec.overlap}" in text
+
+
+def test_empty_gsd_shows_the_cards_resolution_or_the_rasters_own(form, algorithm):
+    choose(form, "MODEL", DEMO)
+    assert shown(form, "GSD") == "model default: 0.15 m/px"  # the demo card's 0.15 m
+    without = [m for m in algorithm.parameterDefinition("MODEL").options() if card_gsd(m) is None]
+    if without:
+        choose(form, "MODEL", without[0])
+        assert shown(form, "GSD") == "the raster's own"
+    choose(form, "MODEL", DEMO)
+    assert shown(form, "GSD") == "model default: 0.15 m/px"
+
+
+def _utm_raster(tmp_path, pixel: float) -> QgsRasterLayer:
+    """A small EPSG:32631 GeoTIFF with ``pixel`` metres per pixel, opened as QGIS opens it."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / f"utm_{pixel:g}.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(500000, 5000000, pixel, pixel)) as dst:
+        dst.write(np.zeros((3, 64, 64), dtype=np.uint8))
+    layer = QgsRasterLayer(str(path), path.stem)
+    assert layer.isValid()
+    return layer
+
+
+def test_run_gsd_follows_the_card_unless_set(qgis_processing, tmp_path):
+    coarse, native = _utm_raster(tmp_path, 0.3), _utm_raster(tmp_path, 0.15)
+    assert run_gsd(None, DEMO, coarse) == 0.15  # empty: the card's resolution, resampled
+    assert run_gsd(None, DEMO, native) is None  # already at it: the raster's own pixels
+    assert run_gsd(0.0, DEMO, coarse) is None  # 0: the raster's own, whatever the card
+    assert run_gsd(0.5, DEMO, coarse) == 0.5  # an explicit value wins
+    assert run_gsd(None, str(tmp_path / "own.pth"), coarse) is None  # a checkpoint file: no card

@@ -28,9 +28,16 @@ def default_class_names(num_classes: int) -> List[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-# Names a caller might expect to set on a model; thresholds are per call (``Thresholds``), so a
-# write would silently create an attribute nothing reads.
-_PER_CALL_NAMES = frozenset({"score_threshold", "score_thr", "nms_iou", "iou_threshold", "max_detections"})
+# Names a caller might set on a model that nothing reads: a write would silently create an
+# attribute. Thresholds are per call (``Thresholds``); inference speed-ups are applied once, at
+# load (``folding.prepare_for_inference``).
+_PER_CALL = ("pass thresholds=Thresholds(...) to forward() or predict() (per call), or change the "
+             "model's test config")
+_REFUSED_NAMES = {
+    **dict.fromkeys(("score_threshold", "score_thr", "nms_iou", "iou_threshold", "max_detections"),
+                    _PER_CALL),
+    "fast": "inference speed-ups are applied once by prepare_for_inference() (load_detector does it)",
+}
 
 
 class DetectorBase(nn.Module):
@@ -39,10 +46,8 @@ class DetectorBase(nn.Module):
     backbone: nn.Module
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _PER_CALL_NAMES:
-            raise AttributeError(
-                f"'{name}' is not a setting of the model: pass thresholds=Thresholds(...) to "
-                "forward() or predict() (per call), or change the model's test config")
+        if name in _REFUSED_NAMES:
+            raise AttributeError(f"'{name}' is not a setting of the model: {_REFUSED_NAMES[name]}")
         super().__setattr__(name, value)
     classes: List[str]
     info: Dict[str, Any]

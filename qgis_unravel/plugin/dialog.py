@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsUnitTypes, QgsVectorLayer
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsVectorLayer
 from qgis.gui import QgsCheckableComboBox, QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -33,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import jobs, model_list, runtime, settings
+from .raster_source import effective_gsd
 from .request import parse_classes
 from .settings import Choices
 from .worker_client import WorkerError
@@ -558,18 +559,6 @@ class DetectDialog(QDialog):
     def closeEvent(self, event):  # noqa: N802 (Qt name)
         settings.save(self.choices())
         super().closeEvent(event)
-
-
-def effective_gsd(gsd, layer):
-    """The processing resolution to send: None when the raster already has it (within 1 %), so a
-    raster at the model's resolution is processed on its own pixels, unresampled."""
-    if not gsd or layer is None or not hasattr(layer, "rasterUnitsPerPixelX"):
-        return gsd or None
-    crs = layer.crs()
-    if crs.isGeographic() or crs.mapUnits() != QgsUnitTypes.DistanceUnit.DistanceMeters:
-        return gsd
-    native = layer.rasterUnitsPerPixelX()
-    return None if native > 0 and abs(native - gsd) <= 0.01 * gsd else gsd
 
 
 def existing_gpkg_layer(path: str, layer_name: str) -> bool:

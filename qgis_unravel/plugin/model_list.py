@@ -100,3 +100,12 @@ def for_qgis_user(text: str) -> str:
     for pattern, words in _FOR_QGIS:
         text = re.sub(pattern, words, text)
     return text
+
+
+def card_gsd(model: str) -> Optional[float]:
+    """The processing resolution (m/px) the model's card gives, if one; None for a checkpoint
+    file, an unknown name or a card with a range (the raster's own pixels are used then)."""
+    for entry in model_entries():
+        if entry.id == model:
+            return entry.gsd
+    return None

@@ -21,6 +21,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterPipe,
     QgsRectangle,
+    QgsUnitTypes,
 )
 
 MAX_EXPORT_PIXELS = 200_000_000
@@ -97,3 +98,16 @@ def canvas_units_per_pixel(canvas, layer: QgsRasterLayer) -> float:
     in_layer = transform.transformBoundingBox(extent)
     size = settings.outputSize()
     return max(in_layer.width() / max(1, size.width()), in_layer.height() / max(1, size.height()))
+
+
+def effective_gsd(gsd: float | None, layer) -> float | None:
+    """The processing resolution to send: None when the raster already has it (within 1 %), so a
+    raster at the model's resolution is processed on its own pixels, unresampled (the dialog and
+    Processing both ask this)."""
+    if not gsd or layer is None or not hasattr(layer, "rasterUnitsPerPixelX"):
+        return gsd or None
+    crs = layer.crs()
+    if crs.isGeographic() or crs.mapUnits() != QgsUnitTypes.DistanceUnit.DistanceMeters:
+        return gsd
+    native = layer.rasterUnitsPerPixelX()
+    return None if native > 0 and abs(native - gsd) <= 0.01 * gsd else gsd

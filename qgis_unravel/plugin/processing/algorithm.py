@@ -67,6 +67,13 @@ def card_value_widget(param, field: str):
     return param
 
 
+def run_gsd(explicit: float | None, model: str, layer) -> float | None:
+    """The processing resolution of a run, as the dialog preselects it: empty takes the model
+    card's, 0 the raster's own pixels; None when the raster already has it (no resampling)."""
+    gsd = model_list.card_gsd(model) if explicit is None else (explicit or None)
+    return raster_source.effective_gsd(gsd, layer)
+
+
 def card_settings_text() -> str:
     """One line per model card: the settings an empty knob takes for that model."""
     try:
@@ -78,14 +85,16 @@ def card_settings_text() -> str:
     lines = []
     for card in cards:
         spec = recommended_spec(card.id)
+        gsd = model_list.card_gsd(card.id)
         lines.append(f"{card.id}: tile {spec.tile_size}, overlap {spec.overlap}, "
-                     f"score {spec.score_threshold:g}, NMS IoU {spec.nms_iou:g}")
+                     f"score {spec.score_threshold:g}, NMS IoU {spec.nms_iou:g}"
+                     + (f", GSD {gsd:g} m/px" if gsd else ""))
     return "\n".join(lines)
 
 
 class DetectAlgorithm(QgsProcessingAlgorithm):
     INPUT, MODEL, MODEL_FILE, DEVICE = "INPUT", "MODEL", "MODEL_FILE", "DEVICE"
-    TILE, OVERLAP, BATCH, SCORE, IOU = "TILE", "OVERLAP", "BATCH", "SCORE", "IOU"
+    TILE, OVERLAP, BATCH, SCORE, IOU, GSD = "TILE", "OVERLAP", "BATCH", "SCORE", "IOU", "GSD"
     CLASSES, EXTENT, AOI, RESOLUTION, LABELS, OUTPUT = (
         "CLASSES", "EXTENT", "AOI", "RESOLUTION", "LABELS", "OUTPUT")
 
@@ -103,7 +112,8 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                 "checkpoint, used instead of the model when given. The network runs in a separate "
                 "Python process with PyTorch (Raster > UnravelNet > Set up PyTorch…). An existing "
                 "output file is replaced, as in every Processing algorithm.\n\nLeave TILE, "
-                "OVERLAP, BATCH, SCORE and IOU empty to use the model's own settings (its card):\n"
+                "OVERLAP, BATCH, SCORE, IOU and GSD empty to use the model's own settings (its "
+                "card; a model without a GSD runs on the raster's own pixels, as does GSD 0):\n"
                 + card_settings_text())
 
     def icon(self) -> QIcon:
@@ -135,6 +145,8 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
             (self.BATCH, "Batch size (tiles; empty: automatic)", integer, 1, 256, "batch_size"),
             (self.SCORE, "Score threshold (empty: the model's)", double, 0.0, 1.0, "score_threshold"),
             (self.IOU, "NMS IoU (empty: the model's)", double, 0.0, 1.0, "nms_iou"),
+            (self.GSD, "Processing resolution (m/px; empty: the model's, 0: the raster's own)",
+             double, 0.0, 1000.0, "gsd"),
         )
         for name, label, kind, low, high, field in knobs:
             self.addParameter(card_value_widget(number(name, label, kind, None, True, low, high), field))
@@ -165,7 +177,8 @@ class DetectAlgorithm(QgsProcessingAlgorithm):
                 overlap=self._optional(parameters, self.OVERLAP, context, int),
                 batch=self._optional(parameters, self.BATCH, context, int),
                 score=self._optional(parameters, self.SCORE, context, float),
-                iou=self._optional(parameters, self.IOU, context, float), classes=classes)
+                iou=self._optional(parameters, self.IOU, context, float), classes=classes,
+                gsd=run_gsd(self._optional(parameters, self.GSD, context, float), model, raster))
         except SpecError as exc:
             raise QgsProcessingException(str(exc)) from exc
         cleanup = [request.output]

@@ -1,7 +1,8 @@
 """Processing form: the run knobs show the chosen model's own values while they are empty.
 
 An empty TILE, OVERLAP, BATCH, SCORE or IOU means "the model card's value", resolved by the
-worker. In the algorithm's dialog these knobs are spin boxes whose empty state reads
+worker; an empty GSD means the card's processing resolution (0: the raster's own pixels), as the
+plugin's dialog preselects it. In the algorithm's dialog these knobs are spin boxes whose empty state reads
 "model default: 512" (the card of the model chosen above, followed as the choice changes), the
 same values the plugin's own dialog shows. Only that dialog changes: in batch mode and in the
 Graphical Modeler the wrapper steps aside for QGIS's own widget, and the parameters themselves
@@ -25,13 +26,20 @@ from qgis.core import QgsProcessingParameterNumber
 from qgis.gui import QgsDoubleSpinBox, QgsGui, QgsProcessingGui, QgsSpinBox
 
 from ..jobs import recommended_spec
+from ..model_list import card_gsd
 
 #: The parameters whose choice of model the knobs follow: a checkpoint file wins over the model.
 MODEL, MODEL_FILE = "MODEL", "MODEL_FILE"
+#: The knob whose model value comes from the card's ground resolution (``model_list.card_gsd``).
+GSD_FIELD = "gsd"
 
 
 def model_value_text(model: str, field: str) -> str:
-    """What an empty knob means for ``model``: "model default: 512", or "automatic"."""
+    """What an empty knob means for ``model``: "model default: 512", "automatic", or for the
+    processing resolution (``gsd``, set by the card, not by the worker) "the raster's own"."""
+    if field == GSD_FIELD:
+        value = card_gsd(model)
+        return "the raster's own" if value is None else f"model default: {value:g} m/px"
     value = getattr(recommended_spec(model), field)
     if value is None:
         return "automatic"
@@ -92,7 +100,7 @@ class CardValueWrapper(WidgetWrapper):
             low, high = int(definition.minimum()) - 1, int(definition.maximum())
         else:
             spin = CardDoubleSpinBox()
-            spin.setDecimals(2)
+            spin.setDecimals(3 if self.field == GSD_FIELD else 2)
             spin.setSingleStep(0.05)
             low, high = definition.minimum() - 0.05, definition.maximum()
         spin.setRange(low, high)
