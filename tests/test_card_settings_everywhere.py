@@ -13,13 +13,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 from test_plugin_support import install_plugin_zip
-from test_plugin_task import wait_for
+from test_plugin_task import detect_in_view, wait_for
 
 from qgis_unravel.app.demo import DEMO_MODEL
 from qgis_unravel.engine.spec import RunSpec
@@ -115,13 +114,7 @@ def test_detect_in_view_finds_what_the_demo_finds(demo, engine_client, qgis_ifac
         canvas = qgis_iface.mapCanvas()
         canvas.setDestinationCrs(layer.crs())
         canvas.setExtent(layer.extent())
-        plugin.action_view.trigger()  # the worker's Python is checked off the main thread first
-        deadline = time.monotonic() + 120
-        while not plugin.runner.tasks and time.monotonic() < deadline:
-            QgsApplication.processEvents()
-            time.sleep(0.02)
-        [task] = plugin.runner.tasks
-        wait_for(plugin.runner, task, timeout_s=900)
+        task = detect_in_view(plugin, timeout_s=900)
         assert task.error is None, str(task.error)
         assert_card_settings_ran(task.result)
         [added] = [lyr for lyr in QgsProject.instance().mapLayers().values()

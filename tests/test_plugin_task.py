@@ -95,6 +95,19 @@ def wait_for(runner: Runner, task, timeout_s: float = 240.0) -> None:
     assert task in ended, "the task did not finish in time"
 
 
+def detect_in_view(plugin, timeout_s: float = 240.0):
+    """Press "Detect in view" and wait for the task it starts (the worker's Python is checked off
+    the main thread first, so the task appears after a while); returns the finished task."""
+    plugin.action_view.trigger()
+    deadline = time.monotonic() + 120
+    while not plugin.runner.tasks and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    [task] = plugin.runner.tasks
+    wait_for(plugin.runner, task, timeout_s)
+    return task
+
+
 def messages(runner: Runner, level) -> list[str]:
     return [text for lvl, text in runner.notifier.history if lvl == int(level)]
 
@@ -209,13 +222,7 @@ def test_detect_in_view_runs_on_the_canvas_extent(qgis_iface, engine_client, gol
         canvas = qgis_iface.mapCanvas()
         canvas.setDestinationCrs(layer.crs())
         canvas.setExtent(QgsRectangle(500020, 5000000 - 60, 500060, 5000000 - 20))  # inside tile 1
-        plugin.action_view.trigger()  # the worker's Python is checked off the main thread first
-        deadline = time.monotonic() + 120
-        while not plugin.runner.tasks and time.monotonic() < deadline:
-            QgsApplication.processEvents()
-            time.sleep(0.02)
-        [task] = plugin.runner.tasks
-        wait_for(plugin.runner, task)
+        task = detect_in_view(plugin)
         assert task.error is None, str(task.error)
         visible = canvas.mapSettings().visibleExtent().intersect(layer.extent())
         aoi = [float(v) for v in task.job.request.aoi.split(",")]

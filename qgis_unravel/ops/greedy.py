@@ -121,12 +121,11 @@ def _touching_pairs(aabb: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def walk_edges(n: int, src: Tensor, dst: Tensor) -> Tensor:
-    """Greedy outcome of n ranked boxes given suppression edges src -> dst (src < dst), walked in
-    rank order on the host: a box is kept unless a kept box suppresses it. Returns kept ranks."""
+    """Greedy outcome of n ranked boxes given suppression edges src -> dst (src < dst, src
+    ascending, as ``_touching_pairs`` lists them), walked in rank order on the host: a box is kept
+    unless a kept box suppresses it. Returns kept ranks."""
     src_np = src.cpu().numpy()
     dst_np = dst.cpu().numpy()
-    order = np.argsort(src_np, kind="stable")
-    src_np, dst_np = src_np[order], dst_np[order]
     starts = np.searchsorted(src_np, np.arange(n + 1)).tolist()
     removed = np.zeros(n, dtype=bool)
     keep = []

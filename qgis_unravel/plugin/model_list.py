@@ -42,9 +42,15 @@ def entry_for(card) -> ModelEntry:
         runnable, why = False, "weights must be downloaded by hand"
     else:
         runnable, why = False, NOT_PUBLISHED
+    return ModelEntry(card.id, card.title, runnable, why, tuple(card.classes), card_resolution(card),
+                      card.summary)
+
+
+def card_resolution(card) -> Optional[float]:
+    """The processing resolution (m/px) a card gives: its ground resolution when that is a single
+    value; None for a range or none (the raster's own pixels are used then)."""
     res = card.ground_resolution_m
-    gsd = res.min if res.min is not None and res.min == res.max else None
-    return ModelEntry(card.id, card.title, runnable, why, tuple(card.classes), gsd, card.summary)
+    return res.min if res.min is not None and res.min == res.max else None
 
 
 # The model a fresh install preselects: the UnravelNet demo, whose weights the plugin zip carries.
@@ -103,9 +109,10 @@ def for_qgis_user(text: str) -> str:
 
 
 def card_gsd(model: str) -> Optional[float]:
-    """The processing resolution (m/px) the model's card gives, if one; None for a checkpoint
-    file, an unknown name or a card with a range (the raster's own pixels are used then)."""
-    for entry in model_entries():
-        if entry.id == model:
-            return entry.gsd
-    return None
+    """``card_resolution`` of the model's card; None for a checkpoint file or an unknown name."""
+    try:
+        from ..zoo import get_card
+
+        return card_resolution(get_card(model))
+    except Exception:  # a local checkpoint, an unknown name or a broken card: no card value
+        return None

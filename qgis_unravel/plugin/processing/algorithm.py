@@ -85,7 +85,7 @@ def card_settings_text() -> str:
     lines = []
     for card in cards:
         spec = recommended_spec(card.id)
-        gsd = model_list.card_gsd(card.id)
+        gsd = model_list.card_resolution(card)
         lines.append(f"{card.id}: tile {spec.tile_size}, overlap {spec.overlap}, "
                      f"score {spec.score_threshold:g}, NMS IoU {spec.nms_iou:g}"
                      + (f", GSD {gsd:g} m/px" if gsd else ""))
